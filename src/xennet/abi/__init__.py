@@ -1,0 +1,1 @@
+"""Byte-exact wire formats from Xen's public headers; checked against C by the ABI test."""

@@ -1,0 +1,84 @@
+"""The backend driver: watch ``<domain>/backend/vif`` and keep one Vif per device directory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from ..platform.base import Platform
+from ..xenbus.device import HandshakeError
+from ..xenbus.paths import domain_path
+from ..xenstore.client import XenstoreClient, XenstoreError
+from .interface import NetbackConfig, Vif
+
+log = logging.getLogger(__name__)
+
+
+class Netback:
+    def __init__(
+        self, platform: Platform, xs: XenstoreClient, config: NetbackConfig | None = None, kind: str = "vif"
+    ) -> None:
+        self.platform = platform
+        self.xs = xs
+        self.config = config or NetbackConfig()
+        self.root = f"{domain_path(platform.domid)}/backend/{kind}"
+        self.vifs: dict[str, Vif] = {}
+        self.probe_failures = 0
+        self._token = f"netback-root:{self.root}"
+
+    def start(self) -> None:
+        self.xs.watch(self.root, self._token)  # fires once now, then on any change below
+
+    def stop(self) -> None:
+        for vif in list(self.vifs.values()):
+            vif.remove()
+        self.vifs.clear()
+        try:
+            self.xs.unwatch(self.root, self._token)
+        except XenstoreError:
+            pass
+
+    def _device_dirs(self) -> Iterator[str]:
+        for domid in self._ls(self.root):
+            if not domid.isdigit():
+                continue
+            for handle in self._ls(f"{self.root}/{domid}"):
+                if handle.isdigit():
+                    yield f"{self.root}/{domid}/{handle}"
+
+    def _ls(self, path: str) -> list[str]:
+        try:
+            return self.xs.directory(path)
+        except XenstoreError:
+            return []
+
+    def on_watch(self, path: str, token: str) -> None:
+        if token == self._token:
+            self._rescan()
+            return
+        for vif in list(self.vifs.values()):
+            vif.on_watch(path, token)
+
+    def _rescan(self) -> None:
+        present = set(self._device_dirs())
+        for node in list(self.vifs):
+            if node not in present:
+                self.vifs.pop(node).remove()
+        for node in present - self.vifs.keys():
+            if self.xs.try_read(f"{node}/frontend-id") is None:
+                continue  # the toolstack is still writing it (or wrote garbage): wait for more
+            vif = Vif(self.platform, self.xs, node, self.config)
+            try:
+                vif.probe()
+            except (HandshakeError, XenstoreError) as exc:
+                self.probe_failures += 1
+                log.error("%s: cannot probe: %s", node, exc)
+                vif.remove()
+                continue
+            self.vifs[node] = vif
+
+    def vif_for_port(self, port: int) -> Vif | None:
+        for vif in self.vifs.values():
+            if port in (vif.tx_port, vif.rx_port):
+                return vif
+        return None

@@ -1,0 +1,231 @@
+"""A netback vif: the backend half of the xenbus handshake and its tx/rx queues."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..platform.base import Mapping, PeerGone, Platform, PlatformError
+from ..xenbus.device import HandshakeError, XenbusDevice
+from ..xenbus.states import XenbusState
+from ..xenstore.client import XenstoreClient, XenstoreError
+from .errors import FatalFrontendError
+from .rx import RxQueue
+from .stats import VifStats
+from .tx import TxLimits, TxQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NetbackConfig:
+    split_event_channels: bool = True
+    tx_limits: TxLimits = field(default_factory=TxLimits)
+    rx_queue_bytes: int = 1 << 20
+
+
+class Vif:
+    """One vif ``<backend>/backend/vif/<domid>/<handle>``."""
+
+    def __init__(
+        self, platform: Platform, xs: XenstoreClient, nodename: str, config: NetbackConfig | None = None
+    ) -> None:
+        self.platform = platform
+        self.xs = xs
+        self.config = config or NetbackConfig()
+        self.dev = XenbusDevice(xs, nodename)
+        self.stats = VifStats()
+        self.front_domid = -1
+        self.tx: TxQueue | None = None
+        self.rx: RxQueue | None = None
+        self._maps: list[Mapping] = []
+        self.tx_port = self.rx_port = -1
+        self.mac = ""
+        self._token = f"netback:{nodename}"
+        self._watches: list[str] = []
+        self.removed = False
+
+    @property
+    def name(self) -> str:
+        parts = self.dev.nodename.rsplit("/", 2)
+        return f"vif{parts[-2]}.{parts[-1]}"
+
+    # --- xenbus -------------------------------------------------------------
+
+    def probe(self) -> None:
+        """The toolstack created our directory: advertise features, wait for the frontend."""
+        frontend = self.dev.read("frontend")
+        fid = self.dev.read("frontend-id")
+        if not frontend or fid is None or not fid.strip().isdigit():
+            raise HandshakeError(f"{self.dev.nodename}: no usable frontend/frontend-id")
+        self.dev.otherend = frontend.strip()
+        self.front_domid = int(fid)
+        self.mac = (self.dev.read("mac") or "").strip()
+        self.dev.adopt_state(XenbusState.parse(self.dev.read("state")))
+        node = self.dev.nodename
+        while True:
+            with self.xs.transaction() as t:
+                t.write(f"{node}/feature-rx-copy", "1")
+                t.write(f"{node}/feature-rx-flip", "0")
+                t.write(f"{node}/feature-sg", "0")
+                t.write(
+                    f"{node}/feature-split-event-channels", "1" if self.config.split_event_channels else "0"
+                )
+                t.write(f"{node}/multi-queue-max-queues", "1")
+                if t.commit():
+                    break
+        self.dev.switch_state(XenbusState.InitWait)
+        for path in (f"{self.dev.otherend}/state", f"{node}/online"):
+            self.xs.watch(path, self._token)
+            self._watches.append(path)
+
+    def on_watch(self, path: str, token: str) -> None:
+        if token != self._token:
+            return
+        try:
+            if path == f"{self.dev.nodename}/online":
+                if self.dev.read("online") == "0" and self.dev.state != XenbusState.Closed:
+                    self._disconnect()
+                    self.dev.switch_state(XenbusState.Closing)
+                    self.dev.switch_state(XenbusState.Closed)
+                return
+            self._frontend_changed(self.dev.otherend_state())
+        except (HandshakeError, XenstoreError, PlatformError) as exc:
+            self._fail("handshake", f"handshake: {exc}")
+
+    def _frontend_changed(self, state: XenbusState) -> None:
+        me = self.dev.state
+        if state in (XenbusState.Initialised, XenbusState.Connected):
+            if me == XenbusState.InitWait:
+                self._connect()
+                self.dev.switch_state(XenbusState.Connected)
+        elif state == XenbusState.Initialising and me == XenbusState.Closed:
+            if self.dev.read("online") != "0":
+                self.dev.switch_state(XenbusState.InitWait)  # the frontend came back: accept a reconnect
+        elif state == XenbusState.Closing:
+            self._disconnect()
+            self.dev.switch_state(XenbusState.Closing)
+        elif state in (XenbusState.Closed, XenbusState.Unknown):
+            self._disconnect()
+            if me != XenbusState.Closed:
+                self.dev.switch_state(XenbusState.Closing)
+                self.dev.switch_state(XenbusState.Closed)
+
+    def _connect(self) -> None:
+        d = self.dev
+        if d.read_other("request-rx-copy") != "1":
+            raise HandshakeError("frontend did not request rx-copy; flipping is not supported")
+        tx_ref = d.read_other_int("tx-ring-ref")
+        rx_ref = d.read_other_int("rx-ring-ref")
+        split = d.read_other("event-channel-tx") is not None
+        if split and not self.config.split_event_channels:
+            raise HandshakeError("frontend asked for split event channels, which we did not offer")
+        if split:
+            tx_evt = d.read_other_int("event-channel-tx", lo=1)
+            rx_evt = d.read_other_int("event-channel-rx", lo=1)
+        else:
+            tx_evt = rx_evt = d.read_other_int("event-channel", lo=1)
+        try:
+            tx_map = self.platform.mapper.map(self.front_domid, [tx_ref], writable=True)
+            self._maps.append(tx_map)
+            rx_map = self.platform.mapper.map(self.front_domid, [rx_ref], writable=True)
+            self._maps.append(rx_map)
+            ev = self.platform.evtchn
+            self.tx_port = ev.bind_interdomain(self.front_domid, tx_evt)
+            self.rx_port = ev.bind_interdomain(self.front_domid, rx_evt) if split else self.tx_port
+        except PlatformError:
+            self._disconnect()
+            raise
+        self.tx = TxQueue(self.platform, self.front_domid, tx_map, self.stats, self.config.tx_limits)
+        self.rx = RxQueue(self.platform, self.front_domid, rx_map, self.stats, self.config.rx_queue_bytes)
+        log.info(
+            "%s: connected to domain %d (%s event channels)",
+            self.name,
+            self.front_domid,
+            "split" if split else "one",
+        )
+
+    def _disconnect(self) -> None:
+        """Release everything the frontend gave us: queues, maps, ports.  Safe to call twice."""
+        if self.tx is not None:
+            self.tx.teardown()
+            self.tx = None
+        if self.rx is not None:
+            self.rx.teardown()
+            self.rx = None
+        ev = self.platform.evtchn
+        for port in {self.tx_port, self.rx_port}:
+            if port > 0:
+                ev.close(port)
+        self.tx_port = self.rx_port = -1
+        for m in self._maps:
+            self.platform.mapper.unmap(m)
+        self._maps.clear()
+
+    def _fail(self, reason: str, message: str) -> None:
+        self.stats.fatal[reason] += 1
+        self._disconnect()
+        self.dev.fatal(message)
+
+    def remove(self) -> None:
+        """The toolstack removed our directory: drop the device."""
+        self._disconnect()
+        for path in self._watches:
+            try:
+                self.xs.unwatch(path, self._token)
+            except XenstoreError:
+                pass
+        self._watches.clear()
+        self.removed = True
+
+    # --- data path ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.tx is not None
+
+    def on_event(self, port: int) -> list[bytes]:
+        """Frames the guest transmitted.  A hostile frontend is cut off here, at a safe point."""
+        self.stats.events += 1
+        if self.tx is None or self.rx is None or port not in (self.tx_port, self.rx_port):
+            self.stats.spurious_events += 1
+            return []
+        frames: list[bytes] = []
+        try:
+            if port == self.tx_port:
+                frames, notify = self.tx.process()
+                if notify:
+                    self._notify(self.tx_port)
+            if port == self.rx_port and self.rx.queued:
+                self.kick_rx()
+        except FatalFrontendError as exc:
+            log.error("%s: disconnecting domain %d: %s", self.name, self.front_domid, exc)
+            self._fail(exc.reason, str(exc))
+            return []
+        return frames
+
+    def rx_has_room(self, length: int) -> bool:
+        return self.rx is not None and self.rx.has_room(length)
+
+    def send_to_guest(self, frame: bytes) -> bool:
+        if self.rx is None:
+            self.stats.rx_dropped["not_connected"] += 1
+            return False
+        return self.rx.enqueue(frame)
+
+    def kick_rx(self) -> None:
+        if self.rx is None:
+            return
+        try:
+            if self.rx.process():
+                self._notify(self.rx_port)
+        except FatalFrontendError as exc:
+            log.error("%s: disconnecting domain %d: %s", self.name, self.front_domid, exc)
+            self._fail(exc.reason, str(exc))
+
+    def _notify(self, port: int) -> None:
+        try:
+            self.platform.evtchn.notify(port)
+            self.stats.notifications_sent += 1
+        except PeerGone as exc:
+            self._fail("peer_gone", f"frontend is gone: {exc}")

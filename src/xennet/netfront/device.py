@@ -1,0 +1,208 @@
+"""A netfront vif: the xenbus handshake driving one tx and one rx queue.
+
+Events in (``on_watch``, ``on_event``, ``send``), frames and notify decisions out.
+The xenstore client and platform are handed in; the run loop that waits on their
+file descriptors lives in ``xennet.world``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..platform.base import PeerGone, Platform, PlatformError
+from ..xenbus.device import HandshakeError, XenbusDevice
+from ..xenbus.paths import VifPaths
+from ..xenbus.states import XenbusState
+from ..xenstore.client import XenstoreClient, XenstoreError
+from .rx import RxQueue
+from .stats import NetfrontStats
+from .tx import DeviceBroken, TxQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NetfrontConfig:
+    split_event_channels: bool = True  # used when the backend offers them
+    rx_fill: int = 256
+
+
+class Netfront:
+    def __init__(
+        self, platform: Platform, xs: XenstoreClient, nodename: str, config: NetfrontConfig | None = None
+    ) -> None:
+        self.platform = platform
+        self.xs = xs
+        self.config = config or NetfrontConfig()
+        self.dev = XenbusDevice(xs, nodename)
+        self.stats = NetfrontStats()
+        self.backend_domid = -1
+        self.tx: TxQueue | None = None
+        self.rx: RxQueue | None = None
+        self.tx_port = self.rx_port = -1
+        self.backend_connected = False
+        self.broken = False
+        self._token = f"netfront:{nodename}"
+        self._watching = ""
+
+    @classmethod
+    def for_vif(
+        cls, platform: Platform, xs: XenstoreClient, paths: VifPaths, config: NetfrontConfig | None = None
+    ) -> Netfront:
+        return cls(platform, xs, paths.frontend, config)
+
+    # --- xenbus -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Find the backend our toolstack named and watch its state (probe)."""
+        backend = self.dev.read("backend")
+        backend_id = self.dev.read("backend-id")
+        if not backend or backend_id is None or not backend_id.strip().isdigit():
+            raise HandshakeError(f"{self.dev.nodename}: no usable backend/backend-id")
+        self.dev.otherend = backend.strip()
+        self.backend_domid = int(backend_id)
+        self.dev.adopt_state(XenbusState.parse(self.dev.read("state")))
+        if self.dev.state != XenbusState.Initialising:
+            self.dev.switch_state(XenbusState.Initialising)
+        self._watching = f"{self.dev.otherend}/state"
+        self.xs.watch(self._watching, self._token)  # fires once now: handled in on_watch
+
+    def on_watch(self, path: str, token: str) -> None:
+        if token != self._token:
+            return
+        try:
+            self._backend_changed(self.dev.otherend_state())
+        except (HandshakeError, XenstoreError, PlatformError) as exc:
+            self._fail(f"handshake: {exc}")
+
+    def _backend_changed(self, state: XenbusState) -> None:
+        me = self.dev.state
+        if state == XenbusState.InitWait and me == XenbusState.Initialising:
+            self._connect()
+        elif state == XenbusState.Connected and me == XenbusState.Connected:
+            self.backend_connected = True
+        elif state in (XenbusState.Closing, XenbusState.Closed) and me not in (
+            XenbusState.Closed,
+            XenbusState.Initialising,
+        ):
+            self._teardown()
+            self.dev.switch_state(XenbusState.Closed)
+        elif state == XenbusState.InitWait and me == XenbusState.Closed:
+            self.dev.switch_state(XenbusState.Initialising)  # the backend is ready again: reconnect
+            self._connect()
+        elif state == XenbusState.Unknown and me not in (XenbusState.Closed, XenbusState.Initialising):
+            # the backend's directory vanished (the toolstack removed it, or it died)
+            self._teardown()
+            self.dev.switch_state(XenbusState.Closed)
+
+    def _connect(self) -> None:
+        if self.dev.read_other("feature-rx-copy") != "1":
+            raise HandshakeError("backend does not offer feature-rx-copy; flipping is not supported")
+        split = self.config.split_event_channels and self.dev.other_feature("feature-split-event-channels")
+        self.tx = TxQueue(self.platform, self.backend_domid, self.stats)
+        self.rx = RxQueue(self.platform, self.backend_domid, self.stats, self.config.rx_fill)
+        ev = self.platform.evtchn
+        self.tx_port = ev.alloc_unbound(self.backend_domid)
+        self.rx_port = ev.alloc_unbound(self.backend_domid) if split else self.tx_port
+        node = self.dev.nodename
+        while True:
+            with self.xs.transaction() as t:
+                t.write(f"{node}/tx-ring-ref", str(self.tx.ring_ref))
+                t.write(f"{node}/rx-ring-ref", str(self.rx.ring_ref))
+                if split:
+                    t.write(f"{node}/event-channel-tx", str(self.tx_port))
+                    t.write(f"{node}/event-channel-rx", str(self.rx_port))
+                else:
+                    t.write(f"{node}/event-channel", str(self.tx_port))
+                t.write(f"{node}/request-rx-copy", "1")
+                t.write(f"{node}/feature-rx-notify", "1")
+                t.write(f"{node}/feature-sg", "0")
+                t.write(f"{node}/feature-no-csum-offload", "1")
+                if t.commit():
+                    break
+        self.rx.refill()
+        self.dev.switch_state(XenbusState.Initialised)
+        # Like Linux netfront we are ready once published; the backend connects on seeing this.
+        self.dev.switch_state(XenbusState.Connected)
+        if self.dev.otherend_state() == XenbusState.Connected:
+            self.backend_connected = True
+
+    def close(self) -> None:
+        """Start an orderly disconnect: Closing; teardown follows when the backend has let go."""
+        if self.dev.state in (XenbusState.Connected, XenbusState.Initialised, XenbusState.Initialising):
+            self.dev.switch_state(XenbusState.Closing)
+            if self.dev.otherend_state() in (XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown):
+                self._teardown()
+                self.dev.switch_state(XenbusState.Closed)
+
+    def stop_watching(self) -> None:
+        if self._watching:
+            try:
+                self.xs.unwatch(self._watching, self._token)
+            except XenstoreError:
+                pass
+            self._watching = ""
+
+    def _fail(self, message: str) -> None:
+        self.dev.fatal(message)
+        self.broken = True
+        self._teardown()
+        self.dev.switch_state(XenbusState.Closed)
+
+    def _teardown(self) -> None:
+        self.backend_connected = False
+        ev = self.platform.evtchn
+        for port in {self.tx_port, self.rx_port}:
+            if port > 0:
+                ev.close(port)
+        self.tx_port = self.rx_port = -1
+        if self.tx is not None:
+            self.tx.teardown()
+            self.tx = None
+        if self.rx is not None:
+            self.rx.teardown()
+            self.rx = None
+
+    # --- data path ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.backend_connected and self.tx is not None and not self.broken
+
+    def send(self, frame: bytes | memoryview) -> bool:
+        """Queue a frame; False when the tx ring is full (try again after ``on_event``)."""
+        if self.tx is None or not self.connected:
+            self.stats.tx_errors["not_connected"] += 1
+            return True
+        return self.tx.send(frame)
+
+    def flush(self) -> None:
+        if self.tx is not None and self.tx.flush():
+            self._notify(self.tx_port)
+
+    def on_event(self, port: int) -> list[bytes]:
+        """An event on one of our ports: reap tx, collect rx, refill.  Returns received frames."""
+        self.stats.events += 1
+        if self.tx is None or self.rx is None or port not in (self.tx_port, self.rx_port):
+            self.stats.spurious_events += 1
+            return []
+        frames: list[bytes] = []
+        try:
+            if port == self.tx_port:
+                self.tx.reap()
+            if port == self.rx_port:
+                frames = self.rx.poll()
+                if self.rx.refill():
+                    self._notify(self.rx_port)
+        except DeviceBroken as exc:
+            self._fail(str(exc))
+            return []
+        return frames
+
+    def _notify(self, port: int) -> None:
+        try:
+            self.platform.evtchn.notify(port)
+            self.stats.notifications_sent += 1
+        except PeerGone as exc:
+            self._fail(f"backend is gone: {exc}")

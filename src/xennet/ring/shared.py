@@ -1,0 +1,231 @@
+"""The shared ring: indices, event thresholds, notify decisions and copy-once reads."""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import Any, Generic, TypeVar
+
+from ..abi.ring import PAGE_SIZE, REQ_EVENT, REQ_PROD, RING_OFFSET, RSP_EVENT, RSP_PROD, const_ring_size
+
+_U32 = struct.Struct("<I")
+_MASK = 0xFFFFFFFF
+_fence_lock = threading.Lock()
+
+
+def full_barrier() -> None:
+    """``mb()``: a locked instruction orders our store before our next load (x86 store-load)."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+Req = TypeVar("Req")
+Rsp = TypeVar("Rsp")
+
+
+class RingOverflow(Exception):
+    """The peer's producer index claims more entries than the ring holds (XSA-39)."""
+
+
+class _Ring(Generic[Req, Rsp]):
+    def __init__(
+        self,
+        page: memoryview,
+        req: struct.Struct,
+        rsp: struct.Struct,
+        req_type: Any = None,
+        rsp_type: Any = None,
+        size: int = PAGE_SIZE,
+    ) -> None:
+        if len(page) < size:
+            raise ValueError(f"ring buffer is {len(page)} bytes, need {size}")
+        self.page = page
+        self.req = req
+        self.rsp = rsp
+        self.entry_size = max(req.size, rsp.size)
+        self.nr_ents = const_ring_size(self.entry_size, size)
+        self._mask = self.nr_ents - 1
+        # Values are unpacked straight into these types (NamedTuples), or left as tuples.
+        self._req_make = req_type._make if req_type is not None else tuple
+        self._rsp_make = rsp_type._make if rsp_type is not None else tuple
+
+    def _get(self, off: int) -> int:
+        return int(_U32.unpack_from(self.page, off)[0])
+
+    def _set(self, off: int, value: int) -> None:
+        _U32.pack_into(self.page, off, value & _MASK)
+
+    def _slot(self, idx: int) -> int:
+        return RING_OFFSET + (idx & self._mask) * self.entry_size
+
+    # shared indices, read fresh from the page every time
+    @property
+    def req_prod(self) -> int:
+        return self._get(REQ_PROD)
+
+    @property
+    def rsp_prod(self) -> int:
+        return self._get(RSP_PROD)
+
+    @property
+    def req_event(self) -> int:
+        return self._get(REQ_EVENT)
+
+    @property
+    def rsp_event(self) -> int:
+        return self._get(RSP_EVENT)
+
+
+def _notify(new: int, old: int, event: int) -> bool:
+    # RING_PUSH_*_AND_CHECK_NOTIFY: did the peer's event index fall inside (old, new]?
+    return ((new - event) & _MASK) < ((new - old) & _MASK)
+
+
+class FrontRing(_Ring[Req, Rsp]):
+    """The front end: produces requests, consumes responses."""
+
+    def __init__(
+        self,
+        page: memoryview,
+        req: struct.Struct,
+        rsp: struct.Struct,
+        req_type: Any = None,
+        rsp_type: Any = None,
+        *,
+        init: bool = True,
+    ) -> None:
+        super().__init__(page, req, rsp, req_type, rsp_type)
+        if init:  # SHARED_RING_INIT + FRONT_RING_INIT
+            self._set(REQ_PROD, 0)
+            self._set(RSP_PROD, 0)
+            self._set(REQ_EVENT, 1)
+            self._set(RSP_EVENT, 1)
+            page[RING_OFFSET - 48 : RING_OFFSET] = bytes(48)  # pvt + __pad
+        self.req_prod_pvt = 0
+        self.rsp_cons = 0
+
+    def free_requests(self) -> int:
+        return self.nr_ents - ((self.req_prod_pvt - self.rsp_cons) & _MASK)
+
+    def full(self) -> bool:
+        return self.free_requests() == 0
+
+    def put_request(self, *values: int | bytes) -> int:
+        """Write a request at ``req_prod_pvt`` (not yet visible to the peer); returns its index."""
+        if self.full():
+            raise RuntimeError("ring full: check free_requests() first")
+        idx = self.req_prod_pvt
+        self.req.pack_into(self.page, self._slot(idx), *values)
+        self.req_prod_pvt = (idx + 1) & _MASK
+        return idx
+
+    def put_request_bytes(self, raw: bytes) -> None:
+        off = self._slot(self.req_prod_pvt)
+        self.page[off : off + len(raw)] = raw
+        self.req_prod_pvt = (self.req_prod_pvt + 1) & _MASK
+
+    def push_requests(self) -> bool:
+        """Publish private requests; True when the peer must be notified."""
+        old = self._get(REQ_PROD)
+        new = self.req_prod_pvt
+        self._set(REQ_PROD, new)  # wmb(): CPython stores land in program order; x86 is TSO
+        full_barrier()
+        return _notify(new, old, self._get(REQ_EVENT))
+
+    def unconsumed_responses(self) -> int:
+        return (self._get(RSP_PROD) - self.rsp_cons) & _MASK
+
+    def response_overflow(self) -> bool:
+        """The backend claims more responses than we have requests outstanding."""
+        return self.unconsumed_responses() > ((self.req_prod_pvt - self.rsp_cons) & _MASK)
+
+    def get_response(self) -> Rsp:
+        """Copy the response at ``rsp_cons`` out of the page and advance."""
+        value = self._rsp_make(self.rsp.unpack_from(self.page, self._slot(self.rsp_cons)))
+        self.rsp_cons = (self.rsp_cons + 1) & _MASK
+        return value  # type: ignore[no-any-return,return-value]
+
+    def get_response_bytes(self, size: int) -> bytes:
+        off = self._slot(self.rsp_cons)
+        self.rsp_cons = (self.rsp_cons + 1) & _MASK
+        return bytes(self.page[off : off + size])
+
+    def final_check_for_responses(self) -> bool:
+        """Re-arm ``rsp_event`` and look again; False means it is safe to sleep."""
+        if self.unconsumed_responses():
+            return True
+        self._set(RSP_EVENT, self.rsp_cons + 1)
+        full_barrier()
+        return self.unconsumed_responses() > 0
+
+
+class BackRing(_Ring[Req, Rsp]):
+    """The back end: consumes requests (copied out once), produces responses in place."""
+
+    def __init__(
+        self,
+        page: memoryview,
+        req: struct.Struct,
+        rsp: struct.Struct,
+        req_type: Any = None,
+        rsp_type: Any = None,
+    ) -> None:
+        super().__init__(page, req, rsp, req_type, rsp_type)
+        self.rsp_prod_pvt = 0
+        self.req_cons = 0
+
+    def unconsumed_requests(self) -> int:
+        """RING_HAS_UNCONSUMED_REQUESTS: bounded by the free response space too."""
+        req = (self._get(REQ_PROD) - self.req_cons) & _MASK
+        rsp = self.nr_ents - ((self.req_cons - self.rsp_prod_pvt) & _MASK)
+        return min(req, rsp)
+
+    def check_overflow(self) -> int:
+        """Requests the peer claims to have produced; raises if more than the ring holds."""
+        claimed = (self._get(REQ_PROD) - self.req_cons) & _MASK
+        if claimed > self.nr_ents:
+            raise RingOverflow(
+                f"req_prod {self._get(REQ_PROD)} is {claimed} ahead of req_cons {self.req_cons}, "
+                f"ring holds {self.nr_ents}"
+            )
+        return claimed
+
+    def request_cons_overflow(self) -> bool:
+        return ((self.req_cons - self.rsp_prod_pvt) & _MASK) >= self.nr_ents
+
+    def get_request(self) -> Req:
+        """Copy the request at ``req_cons`` out of shared memory once (XSA-155) and advance."""
+        value = self._req_make(self.req.unpack_from(self.page, self._slot(self.req_cons)))
+        self.req_cons = (self.req_cons + 1) & _MASK
+        return value  # type: ignore[no-any-return,return-value]
+
+    def get_request_bytes(self, size: int) -> bytes:
+        off = self._slot(self.req_cons)
+        self.req_cons = (self.req_cons + 1) & _MASK
+        return bytes(self.page[off : off + size])
+
+    def put_response(self, *values: int | bytes) -> int:
+        """Write a response at ``rsp_prod_pvt``: in place, over a consumed request."""
+        idx = self.rsp_prod_pvt
+        self.rsp.pack_into(self.page, self._slot(idx), *values)
+        self.rsp_prod_pvt = (idx + 1) & _MASK
+        return idx
+
+    def put_response_bytes(self, raw: bytes) -> None:
+        off = self._slot(self.rsp_prod_pvt)
+        self.page[off : off + len(raw)] = raw
+        self.rsp_prod_pvt = (self.rsp_prod_pvt + 1) & _MASK
+
+    def push_responses(self) -> bool:
+        old = self._get(RSP_PROD)
+        new = self.rsp_prod_pvt
+        self._set(RSP_PROD, new)
+        full_barrier()
+        return _notify(new, old, self._get(RSP_EVENT))
+
+    def final_check_for_requests(self) -> bool:
+        if self.unconsumed_requests():
+            return True
+        self._set(REQ_EVENT, self.req_cons + 1)
+        full_barrier()
+        return self.unconsumed_requests() > 0

@@ -1,0 +1,61 @@
+"""A domain's event loop: wait on the event-channel and xenstore descriptors, dispatch to the driver."""
+
+from __future__ import annotations
+
+import logging
+import selectors
+from collections.abc import Callable
+from typing import Protocol
+
+from ..platform.base import Platform, PlatformError
+from ..xenstore.client import XenstoreClient
+
+log = logging.getLogger(__name__)
+
+
+class Driver(Protocol):
+    def on_watch(self, path: str, token: str) -> None: ...
+
+
+class DomainLoop:
+    """Single-threaded: the order in which work is dispatched is fixed, so a run is repeatable."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        xs: XenstoreClient,
+        on_watch: Callable[[str, str], None],
+        on_event: Callable[[int], None],
+    ) -> None:
+        self.platform = platform
+        self.xs = xs
+        self.on_watch = on_watch
+        self.on_event = on_event
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(platform.evtchn.fileno(), selectors.EVENT_READ, "evtchn")
+        self._sel.register(xs.fileno(), selectors.EVENT_READ, "xenstore")
+
+    def poll(self) -> int:
+        """Dispatch whatever is ready now, without blocking.  Returns how many items were handled."""
+        handled = 0
+        for path, token in self.xs.read_watch_events(0):
+            self.on_watch(path, token)
+            handled += 1
+        for port in self.platform.evtchn.pending():
+            self.on_event(port)
+            handled += 1
+            try:
+                self.platform.evtchn.unmask(port)
+            except PlatformError:
+                pass  # the handler closed the port (teardown): nothing to unmask
+        return handled
+
+    def run_once(self, timeout: float | None) -> int:
+        handled = self.poll()
+        if handled:
+            return handled
+        self._sel.select(timeout)
+        return self.poll()
+
+    def close(self) -> None:
+        self._sel.close()

@@ -1,0 +1,80 @@
+"""One end of a xenbus device: our node, the other end's node, state switching and errors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .states import XenbusState
+
+if TYPE_CHECKING:
+    from ..xenstore.client import XenstoreClient
+
+log = logging.getLogger(__name__)
+
+
+class HandshakeError(Exception):
+    """The peer's xenstore keys are missing or garbage; the device cannot connect."""
+
+
+@dataclass
+class XenbusDevice:
+    xs: XenstoreClient
+    nodename: str  # our directory
+    otherend: str = ""  # the peer's directory
+    state: XenbusState = XenbusState.Unknown
+    transitions: list[XenbusState] = field(default_factory=list)
+
+    def adopt_state(self, state: XenbusState) -> None:
+        """Take the state the toolstack wrote as our starting point."""
+        self.state = state
+        self.transitions = [state]
+
+    def switch_state(self, state: XenbusState) -> None:
+        if state == self.state:
+            return
+        self.xs.write(f"{self.nodename}/state", str(int(state)))
+        self.state = state
+        self.transitions.append(state)
+
+    def otherend_state(self) -> XenbusState:
+        if not self.otherend:
+            return XenbusState.Unknown
+        return XenbusState.parse(self.xs.try_read(f"{self.otherend}/state"))
+
+    def read(self, key: str) -> str | None:
+        return self.xs.try_read(f"{self.nodename}/{key}")
+
+    def read_other(self, key: str) -> str | None:
+        return self.xs.try_read(f"{self.otherend}/{key}")
+
+    def read_other_int(
+        self, key: str, default: int | None = None, *, lo: int = 0, hi: int = 2**32 - 1
+    ) -> int:
+        """An integer the peer wrote, range-checked; missing → default or HandshakeError."""
+        raw = self.read_other(key)
+        if raw is None:
+            if default is None:
+                raise HandshakeError(f"{self.otherend}/{key} is missing")
+            return default
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise HandshakeError(f"{self.otherend}/{key} = {raw!r} is not a number") from None
+        if not lo <= value <= hi:
+            raise HandshakeError(f"{self.otherend}/{key} = {value} is outside {lo}..{hi}")
+        return value
+
+    def other_feature(self, key: str) -> bool:
+        """A ``feature-*`` flag: anything but a clean 0/1 counts as absent."""
+        return (self.read_other(key) or "").strip() == "1"
+
+    def fatal(self, message: str) -> None:
+        """Like xenbus_dev_fatal: log once, record the error in xenstore, head for Closing."""
+        log.error("%s: %s", self.nodename, message)
+        try:
+            self.xs.write(f"{self.nodename}/error", message[:1000])
+        except Exception:  # the store itself may be what failed
+            log.debug("could not record error for %s", self.nodename, exc_info=True)
+        self.switch_state(XenbusState.Closing)
