@@ -129,6 +129,10 @@ def test_malformed_arguments_and_unknown_types(core: XenstoredCore) -> None:
     # xenstored answers unknown / reply-only types with ENOSYS and keeps the connection.
     for t in (999, XsType.XS_WATCH_EVENT, XsType.XS_ERROR, 20, XsType.XS_INVALID):
         assert raw(core, t, b"").payload == b"ENOSYS\0"
+    # Non-ASCII special names are refused (they could not be echoed in an event).
+    assert raw(core, XsType.XS_WATCH, b"@x\xff\0t\0").payload == b"EINVAL\0"
+    assert raw(core, XsType.XS_GET_PERMS, b"@x\xff\0").payload == b"EINVAL\0"
+    assert raw(core, XsType.XS_GET_PERMS, b"@unknown\0").payload == b"ENOENT\0"
     ok = raw(core, XsType.XS_READ, b"/tool\0")
     assert ok.type == XsType.XS_READ and ok.payload == b""
 

@@ -24,19 +24,22 @@ class Netback:
         self.root = f"{domain_path(platform.domid)}/backend/{kind}"
         self.vifs: dict[str, Vif] = {}
         self.probe_failures = 0
+        self._failed: set[str] = set()  # nodes whose probe failed: not retried until they vanish
         self._token = f"netback-root:{self.root}"
 
     def start(self) -> None:
         self.xs.watch(self.root, self._token)  # fires once now, then on any change below
+        self.xs.watch("@releaseDomain", self._token)
 
     def stop(self) -> None:
         for vif in list(self.vifs.values()):
             vif.remove()
         self.vifs.clear()
-        try:
-            self.xs.unwatch(self.root, self._token)
-        except XenstoreError:
-            pass
+        for path in (self.root, "@releaseDomain"):
+            try:
+                self.xs.unwatch(path, self._token)
+            except XenstoreError:
+                pass
 
     def _device_dirs(self) -> Iterator[str]:
         for domid in self._ls(self.root):
@@ -54,7 +57,10 @@ class Netback:
 
     def on_watch(self, path: str, token: str) -> None:
         if token == self._token:
-            self._rescan()
+            if path == "@releaseDomain":
+                self._reap_dead_frontends()
+            else:
+                self._rescan()
             return
         for vif in list(self.vifs.values()):
             vif.on_watch(path, token)
@@ -64,7 +70,8 @@ class Netback:
         for node in list(self.vifs):
             if node not in present:
                 self.vifs.pop(node).remove()
-        for node in present - self.vifs.keys():
+        self._failed &= present
+        for node in present - self.vifs.keys() - self._failed:
             if self.xs.try_read(f"{node}/frontend-id") is None:
                 continue  # the toolstack is still writing it (or wrote garbage): wait for more
             vif = Vif(self.platform, self.xs, node, self.config)
@@ -72,10 +79,16 @@ class Netback:
                 vif.probe()
             except (HandshakeError, XenstoreError) as exc:
                 self.probe_failures += 1
+                self._failed.add(node)
                 log.error("%s: cannot probe: %s", node, exc)
                 vif.remove()
                 continue
             self.vifs[node] = vif
+
+    def _reap_dead_frontends(self) -> None:
+        for vif in self.vifs.values():
+            if vif.front_domid > 0 and vif.connected and not self.xs.is_domain_introduced(vif.front_domid):
+                vif.frontend_died()
 
     def vif_for_port(self, port: int) -> Vif | None:
         for vif in self.vifs.values():

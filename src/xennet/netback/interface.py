@@ -167,6 +167,14 @@ class Vif:
         self._disconnect()
         self.dev.fatal(message)
 
+    def frontend_died(self) -> None:
+        """The frontend's domain is gone: release what it gave us; nobody is left to handshake with."""
+        log.error("%s: frontend domain %d is gone; disconnecting", self.name, self.front_domid)
+        self.stats.fatal["peer_gone"] += 1
+        self._disconnect()
+        self.dev.switch_state(XenbusState.Closing)
+        self.dev.switch_state(XenbusState.Closed)
+
     def remove(self) -> None:
         """The toolstack removed our directory: drop the device."""
         self._disconnect()

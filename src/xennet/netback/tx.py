@@ -49,6 +49,7 @@ class TxQueue:
             batch = self._build_batch()
             if batch:
                 frames.extend(self._copy_and_respond(batch))
+            if self.ring.rsp_prod_pvt != self.ring.rsp_prod:  # rejected packets have responses too
                 notify |= self.ring.push_responses()
             if not batch or len(batch) < COPY_BATCH:
                 if not self.ring.final_check_for_requests():

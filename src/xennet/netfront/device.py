@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..platform.base import PeerGone, Platform, PlatformError
+from ..platform.base import Page, PeerGone, Platform, PlatformError
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
@@ -43,6 +43,7 @@ class Netfront:
         self.tx_port = self.rx_port = -1
         self.backend_connected = False
         self.broken = False
+        self._revoke: list[tuple[int, Page]] = []  # grants the backend still maps (XSA-396)
         self._token = f"netfront:{nodename}"
         self._watching = ""
 
@@ -71,6 +72,8 @@ class Netfront:
     def on_watch(self, path: str, token: str) -> None:
         if token != self._token:
             return
+        if self._revoke:
+            self.retry_revoke()
         try:
             self._backend_changed(self.dev.otherend_state())
         except (HandshakeError, XenstoreError, PlatformError) as exc:
@@ -92,9 +95,8 @@ class Netfront:
             self.dev.switch_state(XenbusState.Initialising)  # the backend is ready again: reconnect
             self._connect()
         elif state == XenbusState.Unknown and me not in (XenbusState.Closed, XenbusState.Initialising):
-            # the backend's directory vanished (the toolstack removed it, or it died)
-            self._teardown()
-            self.dev.switch_state(XenbusState.Closed)
+            # the backend's directory vanished under a live connection: it died or was torn away
+            self._fail(f"backend is gone: {self.dev.otherend} vanished from xenstore")
 
     def _connect(self) -> None:
         if self.dev.read_other("feature-rx-copy") != "1":
@@ -136,6 +138,15 @@ class Netfront:
                 self._teardown()
                 self.dev.switch_state(XenbusState.Closed)
 
+    def reconnect(self) -> None:
+        """After Closed: start the handshake again (the backend answers Initialising with InitWait)."""
+        if self.dev.state != XenbusState.Closed:
+            raise RuntimeError(f"reconnect from {self.dev.state.name}: close first")
+        self.broken = False
+        self.dev.switch_state(XenbusState.Initialising)
+        if self.dev.otherend_state() == XenbusState.InitWait:
+            self._connect()
+
     def stop_watching(self) -> None:
         if self._watching:
             try:
@@ -158,11 +169,34 @@ class Netfront:
                 ev.close(port)
         self.tx_port = self.rx_port = -1
         if self.tx is not None:
-            self.tx.teardown()
+            self._revoke += self.tx.teardown()
             self.tx = None
         if self.rx is not None:
-            self.rx.teardown()
+            self._revoke += self.rx.teardown()
             self.rx = None
+        self.retry_revoke()
+        if self._revoke:
+            log.error(
+                "%s: backend still maps %d of our grants; keeping those pages until it lets go",
+                self.dev.nodename,
+                len(self._revoke),
+            )
+
+    @property
+    def pending_revoke(self) -> int:
+        return len(self._revoke)
+
+    def retry_revoke(self) -> int:
+        """End the grants the backend held at teardown; free their pages.  Returns how many remain."""
+        still: list[tuple[int, Page]] = []
+        for ref, page in self._revoke:
+            if self.platform.grants.end_access(ref):
+                self.platform.memory.free(page)
+            else:
+                still.append((ref, page))
+        self._revoke = still
+        self.stats.grants_held_by_peer = len(still)
+        return len(still)
 
     # --- data path ------------------------------------------------------------
 

@@ -28,6 +28,7 @@ class RxQueue:
         self._free_ids = list(range(self.ring.nr_ents - 1, -1, -1))
         self._posted: dict[int, tuple[int, Page]] = {}  # id -> (ref, page)
         self._spare: list[Page] = []
+        self.held: list[tuple[int, Page]] = []  # answered but still mapped by the backend
 
     def refill(self) -> bool:
         """Post buffers up to the fill target; True when the backend must be notified."""
@@ -59,7 +60,8 @@ class RxQueue:
                 ref, page = entry
                 self._free_ids.append(rsp.id)
                 if not self.platform.grants.end_access(ref):
-                    self.stats.grants_held_by_peer += 1
+                    self.held.append((ref, page))
+                    self.stats.rx_errors["backend_kept_mapping"] += 1
                     log.error("rx: backend still maps grant %d after responding", ref)
                     continue  # the page is the peer's to scribble on: drop it, never reuse
                 self._spare.append(page)
@@ -91,19 +93,13 @@ class RxQueue:
         self.stats.rx_bytes += rsp.status
         return bytes(page.view[rsp.offset : rsp.offset + rsp.status])
 
-    def teardown(self) -> None:
-        for ref, page in self._posted.values():
-            if self.platform.grants.end_access(ref):
-                self.platform.memory.free(page)
-            else:
-                self.stats.grants_held_by_peer += 1
-                log.error("rx: grant %d still mapped by backend at teardown; page leaked on purpose", ref)
+    def teardown(self) -> list[tuple[int, Page]]:
+        """Like TxQueue.teardown: returns every (ref, page) still to be revoked."""
+        held = self.held + list(self._posted.values())
+        self.held = []
         self._posted.clear()
         for page in self._spare:
             self.platform.memory.free(page)
         self._spare.clear()
-        if self.platform.grants.end_access(self.ring_ref):
-            self.platform.memory.free(self.ring_page)
-        else:
-            self.stats.grants_held_by_peer += 1
-            log.error("rx: ring grant %d still mapped by backend at teardown", self.ring_ref)
+        held.append((self.ring_ref, self.ring_page))
+        return held

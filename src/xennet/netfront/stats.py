@@ -20,7 +20,7 @@ class NetfrontStats:
     notifications_sent: int = 0
     events: int = 0
     spurious_events: int = 0
-    grants_held_by_peer: int = 0  # end_access refused at teardown (XSA-396): page kept, not reused
+    grants_held_by_peer: int = 0  # grants the backend still maps after teardown (XSA-396): not reused
 
     def as_dict(self) -> dict[str, object]:
         return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}

@@ -40,7 +40,7 @@ class TxQueue:
         self._free_ids = list(range(self.ring.nr_ents - 1, -1, -1))
         self._inflight: dict[int, _InFlight] = {}
         self._spare: list[Page] = []  # packet pages whose grant has ended, ready for reuse
-        self._pending_notify = False
+        self.held: list[tuple[int, Page]] = []  # answered but still mapped by the backend
         self.stopped = False
 
     def send(self, frame: bytes | memoryview) -> bool:
@@ -87,7 +87,8 @@ class TxQueue:
                     raise DeviceBroken(f"tx: response for id {rsp.id}, which is not in flight")
                 if not self.platform.grants.end_access(slot.ref):
                     # The backend still maps a page it answered for: never reuse that page.
-                    self.stats.grants_held_by_peer += 1
+                    self.held.append((slot.ref, slot.page))
+                    self.stats.tx_errors["backend_kept_mapping"] += 1
                     log.error("tx: backend still maps grant %d after responding", slot.ref)
                 else:
                     self._spare.append(slot.page)
@@ -108,22 +109,14 @@ class TxQueue:
     def in_flight(self) -> int:
         return len(self._inflight)
 
-    def teardown(self) -> None:
-        """End every grant and free every page.  The backend has unmapped by now, or lost them."""
-        for slot in self._inflight.values():
-            if self.platform.grants.end_access(slot.ref):
-                self.platform.memory.free(slot.page)
-            else:
-                self.stats.grants_held_by_peer += 1
-                log.error(
-                    "tx: grant %d still mapped by backend at teardown; page leaked on purpose", slot.ref
-                )
+    def teardown(self) -> list[tuple[int, Page]]:
+        """End every grant and free every page.  Returns the (ref, page) pairs the backend
+        still maps: the caller keeps those pages out of use until the peer lets go."""
+        held = self.held + [(slot.ref, slot.page) for slot in self._inflight.values()]
+        self.held = []
         self._inflight.clear()
         for page in self._spare:
             self.platform.memory.free(page)
         self._spare.clear()
-        if self.platform.grants.end_access(self.ring_ref):
-            self.platform.memory.free(self.ring_page)
-        else:
-            self.stats.grants_held_by_peer += 1
-            log.error("tx: ring grant %d still mapped by backend at teardown", self.ring_ref)
+        held.append((self.ring_ref, self.ring_page))
+        return held

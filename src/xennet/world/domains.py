@@ -76,7 +76,8 @@ def guest_main(world_path: str, domid: int, paths: VifPaths, plan: TrafficPlan) 
                 ):
                     sent += 1
                 front.flush()
-            assert front.tx is not None
+            if front.tx is None:
+                break  # the device failed while sending
             if sent == plan.to_backend and front.tx.in_flight == 0 and not t_tx1:
                 t_tx1 = time.perf_counter()
             if t_tx1 and received >= plan.to_guest:
@@ -84,10 +85,16 @@ def guest_main(world_path: str, domid: int, paths: VifPaths, plan: TrafficPlan) 
         front.close()
         while front.dev.state != XenbusState.Closed and time.monotonic() < deadline + 10:
             loop.run_once(0.05)
+        # a dead or stuck backend may still map our pages: give the toolstack time to reap it
+        revoke_deadline = time.monotonic() + 10
+        while front.pending_revoke and front.retry_revoke() and time.monotonic() < revoke_deadline:
+            loop.run_once(0.05)
         front.stop_watching()
         return {
             "role": "guest",
             "state": front.dev.state.name,
+            "broken": front.broken,
+            "error": xs.try_read(f"{front.dev.nodename}/error"),
             "transitions": [s.name for s in front.dev.transitions],
             "sent": sent,
             "received": received,
@@ -97,6 +104,43 @@ def guest_main(world_path: str, domid: int, paths: VifPaths, plan: TrafficPlan) 
             "stats": front.stats.as_dict(),
             "accounting": platform.accounting().__dict__,
         }
+    finally:
+        loop.close()
+        xs.close()
+        platform.close()
+
+
+def serve_backend(world_path: str, domid: int, stop_path: str, echo: bool = True) -> dict[str, object]:
+    """A backend domain that serves every vif until ``stop_path`` appears in xenstore.
+
+    With ``echo`` each frame a guest transmits is sent back to it (source and destination
+    swapped), which lets a guest check its own traffic end to end.
+    """
+    world = SimWorld.attach(world_path)
+    platform = world.platform(domid)
+    xs = XenstoreClient(platform.xenstore_path())
+    back = Netback(platform, xs)
+    history: dict[str, dict[str, object]] = {}
+
+    def on_event(port: int) -> None:
+        vif = back.vif_for_port(port)
+        if vif is None:
+            return
+        for frame in vif.on_event(port):
+            if echo:
+                vif.send_to_guest(frame[6:12] + frame[0:6] + frame[12:])
+
+    loop = DomainLoop(platform, xs, back.on_watch, on_event)
+    try:
+        back.start()
+        xs.watch(stop_path, "stop")
+        while xs.try_read(stop_path) is None:
+            loop.run_once(0.05)
+            for vif in back.vifs.values():
+                vif.kick_rx()
+                history[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
+        back.stop()
+        return {"role": "backend", "vifs": history, "accounting": platform.accounting().__dict__}
     finally:
         loop.close()
         xs.close()

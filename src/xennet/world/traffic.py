@@ -35,7 +35,10 @@ def check_frame(frame: bytes, seed: int, stream: int, index: int, dst: bytes, sr
         return f"frame {index}: header says stream {got_stream} index {got_index} type {etype:#x}"
     want = make_frame(seed, stream, index, dst, src)
     if frame != want:
-        diff = next((i for i, (a, b) in enumerate(zip(frame, want, strict=False)) if a != b), min(len(frame), len(want)))
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(frame, want, strict=False)) if a != b),
+            min(len(frame), len(want)),
+        )
         return f"frame {index}: {len(frame)} bytes vs {len(want)} expected, first difference at byte {diff}"
     return None
 

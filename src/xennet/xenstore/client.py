@@ -182,10 +182,9 @@ class LocalHub:
 
     def open(self, domid: int) -> LocalTransport:
         with self.lock:
-            conn_id = self._next_id
+            # Far from the daemon's small ids, in case both ever drive one core.
+            conn_id = (1 << 40) + self._next_id
             self._next_id += 1
-            # Ids far from the daemon's, in case someone mixes both on one core.
-            conn_id += 1 << 40
             self.core.connect(conn_id, domid)
             transport = LocalTransport(self, conn_id, domid)
             self._transports[conn_id] = transport

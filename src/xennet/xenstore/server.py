@@ -198,6 +198,14 @@ class XenstoredCore:
         return path
 
     @staticmethod
+    def _special_name(raw: bytes) -> str:
+        """An ``@name``: xenstored checks only the length; we also insist on ASCII so the
+        name can be echoed back in events."""
+        if len(raw) > XENSTORE_REL_PATH_MAX or not raw.isascii():
+            raise XenstoreError("EINVAL", "bad special name")
+        return raw.decode("ascii")
+
+    @staticmethod
     def _onearg(payload: bytes) -> bytes:
         """Exactly one NUL-terminated string, the NUL last (xenstored's onearg)."""
         if not payload or payload.find(b"\0") != len(payload) - 1:
@@ -278,13 +286,13 @@ class XenstoredCore:
         if raw.startswith(b"@"):
             perms = self._special(raw)
             if not st.access_for(self._caller(conn), perms) & st.Access.READ:
-                raise XenstoreError("EACCES", raw.decode("ascii", "replace"))
+                raise XenstoreError("EACCES", "special node")
         else:
             perms = st.get_perms(self._ctx(conn, tx), self._canonical(conn, raw))
         return _Reply(join_strings(str(p) for p in perms))
 
     def _special(self, raw: bytes) -> st.Perms:
-        name = raw.decode("ascii", "replace")
+        name = self._special_name(raw)
         if name not in self._special_perms:
             raise XenstoreError("ENOENT", name)
         return self._special_perms[name]
@@ -337,9 +345,7 @@ class XenstoredCore:
         raw, token = self._strings(msg.payload, 2)
         if raw.startswith(b"@"):
             # Special names are not node paths: any name is accepted (only two ever fire).
-            if len(raw) > XENSTORE_REL_PATH_MAX:
-                raise XenstoreError("EINVAL", "watch name too long")
-            path, prefix = raw.decode("ascii", "replace"), None
+            path, prefix = self._special_name(raw), None
         else:
             path = self._canonical(conn, raw)
             prefix = None if raw.startswith(b"/") else self.domain_path(conn.domid)
@@ -355,7 +361,7 @@ class XenstoredCore:
     def _unwatch(self, conn: _Conn, tx: st.TxView | None, msg: Message) -> _Reply:
         raw, token = self._strings(msg.payload, 2)
         if raw.startswith(b"@"):
-            path = raw.decode("ascii", "replace")
+            path = raw.decode("ascii", "replace")  # only compared, never sent back
         else:
             try:
                 path = raw.decode("ascii")

@@ -242,7 +242,10 @@ class SimPlatform:
         self.close()
 
     def xenstore_path(self) -> str:
-        return self._xenstore
+        """dom0 talks on the main socket; an introduced guest on its own, so xenstored knows who it is."""
+        if self.domid == 0:
+            return self._xenstore
+        return f"{self._xenstore}.d{self.domid}"
 
     def accounting(self) -> Accounting:
         return self._df.accounting()

@@ -1,0 +1,286 @@
+"""netfront <-> netback in the deterministic in-process world: handshake, traffic, teardown, hostile peers."""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xennet.abi import netif
+from xennet.abi.ring import REQ_PROD
+from xennet.netfront.device import NetfrontConfig
+from xennet.world.local import LocalWorld
+from xennet.xenbus.states import XenbusState as S
+from xennet.xenbus.toolstack import VifSpec
+
+ZERO = (0, 0, 0, 0)
+
+
+def held(w: LocalWorld) -> dict[int, tuple[int, int, int, int]]:
+    """(pages, grants, maps, ports) each domain holds now."""
+    out = {}
+    for domid in w.platforms:
+        a = w.sim.accounting(domid)
+        out[domid] = (a.pages, a.grants, a.maps, a.ports)
+    return out
+
+
+def frames(n: int, size: int = 200) -> list[bytes]:
+    return [bytes([i % 251]) * 14 + i.to_bytes(4, "big") * ((size - 14) // 4) for i in range(n)]
+
+
+def test_handshake_walks_the_states_and_writes_the_xen_keys(world: LocalWorld) -> None:
+    front = world.attach(spec=VifSpec(mac="00:16:3e:aa:bb:cc", mtu=1500))
+    vif = world.vif()
+    assert front.dev.transitions == [S.Initialising, S.Initialised, S.Connected]
+    assert vif.dev.transitions == [S.Initialising, S.InitWait, S.Connected]
+    assert front.connected and vif.connected
+    xs = world.toolstack
+    fe, be = "/local/domain/1/device/vif/0", "/local/domain/0/backend/vif/1/0"
+    assert xs.read_str(f"{fe}/backend") == be and xs.read_str(f"{be}/frontend") == fe
+    assert xs.read_str(f"{fe}/backend-id") == "0" and xs.read_str(f"{be}/frontend-id") == "1"
+    assert xs.read_str(f"{fe}/mac") == xs.read_str(f"{be}/mac") == "00:16:3e:aa:bb:cc"
+    assert xs.read_str(f"{fe}/state") == "4" and xs.read_str(f"{be}/state") == "4"
+    for key in ("tx-ring-ref", "rx-ring-ref", "event-channel-tx", "event-channel-rx"):
+        assert xs.read_str(f"{fe}/{key}").isdigit()
+    assert xs.read_str(f"{fe}/request-rx-copy") == "1"
+    assert xs.read_str(f"{be}/feature-rx-copy") == "1"
+    assert xs.read_str(f"{be}/feature-split-event-channels") == "1"
+    # libxl's permissions: each side owns its directory, the other end may read it
+    assert xs.get_perms(fe) == ["n1", "r0"]
+    assert xs.get_perms(be) == ["n0", "r1"]
+    assert xs.get_perms(f"{fe}/mtu") == ["n0", "r1"]
+    # the guest cannot write the backend's directory
+    with pytest.raises(Exception, match="EACCES"):
+        world.clients[1].write(f"{be}/state", "6")
+
+
+def test_single_event_channel_when_backend_offers_no_split(world: LocalWorld) -> None:
+    front = world.attach(config=NetfrontConfig(split_event_channels=False))
+    assert front.tx_port == front.rx_port
+    assert world.toolstack.try_read("/local/domain/1/device/vif/0/event-channel-tx") is None
+    assert world.send(frames(300)) == 300 and len(world.to_backend) == 300
+    assert world.deliver(frames(300)) == 300 and len(world.to_guest[(1, 0)]) == 300
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(14, 4096), min_size=1, max_size=600))
+def test_frames_cross_both_ways_byte_for_byte(world: LocalWorld, sizes: list[int]) -> None:
+    if (1, 0) not in world.fronts:
+        world.attach()
+    world.to_backend.clear()
+    world.to_guest.clear()
+    out = [bytes((i * 7 + j) % 256 for j in range(n)) for i, n in enumerate(sizes)]
+    assert world.send(out) == len(out)
+    assert [f for _v, f in world.to_backend] == out
+    assert world.deliver(out) == len(out)
+    assert world.to_guest[(1, 0)] == out
+    front, vif = world.fronts[(1, 0)], world.vif()
+    assert front.tx is not None and front.tx.in_flight == 0
+    assert not front.stats.tx_errors and not front.stats.rx_errors and not vif.stats.tx_errors
+
+
+def test_disconnect_frees_everything_and_reconnect_works(world: LocalWorld) -> None:
+    baseline = held(world)
+    assert baseline == {0: ZERO, 1: ZERO}
+    front = world.attach()
+    assert held(world)[1] != ZERO and held(world)[0][2] == 2  # the backend maps both rings
+    world.send(frames(500))
+    front.close()
+    world.pump()
+    assert front.dev.state == S.Closed and world.vif().dev.state == S.Closed
+    assert held(world) == baseline
+    front.reconnect()
+    world.pump()
+    assert front.connected and world.vif().dev.transitions[-2:] == [S.InitWait, S.Connected]
+    world.to_backend.clear()
+    assert world.send(frames(50)) == 50 and len(world.to_backend) == 50
+    world.detach()
+    assert held(world) == baseline and not world.netback.vifs
+
+
+def test_ring_full_stops_the_queue_and_completions_restart_it(world: LocalWorld) -> None:
+    front = world.attach()
+    assert front.tx is not None
+    n = front.tx.ring.nr_ents
+    accepted = sum(front.send(f) for f in frames(n + 10))
+    assert accepted == n and front.tx.stopped and front.stats.tx_queue_stopped == 1
+    front.flush()
+    world.pump()
+    assert not front.tx.stopped and front.tx.in_flight == 0 and front.stats.tx_completed == n
+
+
+def test_guest_that_stops_reading_is_bounded(world: LocalWorld) -> None:
+    world.attach(config=NetfrontConfig(rx_fill=8))
+    vif = world.vif()
+    assert vif.rx is not None
+    vif.rx.max_queued_bytes = 64 * 1024
+    big = [b"\xaa" * 4000] * 100
+    queued = sum(vif.send_to_guest(f) for f in big)
+    assert queued == 16  # 64 KiB of 4000-byte frames
+    assert vif.stats.rx_dropped["queue_full"] == 100 - queued
+
+
+# --- hostile or broken peers -----------------------------------------------------------
+
+
+def _mute_frontend(world: LocalWorld, handle: int = 0) -> None:
+    """Stop dispatching to the real netfront: the test plays a hostile one on its rings."""
+    del world.fronts[(1, handle)]
+
+
+def _second_vif_still_works(world: LocalWorld) -> None:
+    world.attach(handle=1)
+    world.to_backend.clear()
+    assert world.send(frames(20), handle=1) == 20
+    assert [v for v, _f in world.to_backend] == ["vif1.1"] * 20
+
+
+def test_ring_overflow_disconnects_only_that_vif(world: LocalWorld, caplog: pytest.LogCaptureFixture) -> None:
+    front = world.attach()
+    assert front.tx is not None
+    struct.pack_into("<I", front.tx.ring_page.view, REQ_PROD, 100_000)  # XSA-39: req_prod far ahead
+    world.platforms[1].evtchn.notify(front.tx_port)
+    with caplog.at_level(logging.ERROR):
+        world.pump()
+    vif = world.vif()
+    assert vif.stats.fatal["ring_overflow"] == 1 and not vif.connected
+    assert sum("ring_overflow" in r.getMessage() or "ahead" in r.getMessage() for r in caplog.records) >= 1
+    assert held(world)[0] == ZERO  # the backend let go of the rings and ports at once
+    assert front.dev.state == S.Closed
+    _second_vif_still_works(world)
+
+
+def test_slot_crossing_the_page_is_fatal(world: LocalWorld) -> None:
+    front = world.attach()
+    assert front.tx is not None
+    page = world.platforms[1].memory.alloc(0)
+    ref = world.platforms[1].grants.grant_access(0, page.frame, readonly=True)
+    front.tx.ring.put_request(ref, 4000, 0, 7, 200)  # offset + size > 4096
+    front.tx.ring.push_requests()
+    world.platforms[1].evtchn.notify(front.tx_port)
+    world.pump()
+    assert world.vif().stats.fatal["slot_crosses_page"] == 1
+    assert world.platforms[1].grants.end_access(ref)
+    world.platforms[1].memory.free(page)
+    _second_vif_still_works(world)
+
+
+def test_runt_and_revoked_grant_get_error_responses(world: LocalWorld) -> None:
+    front = world.attach()
+    assert front.tx is not None
+    p1 = world.platforms[1]
+    page = p1.memory.alloc(0)
+    ref = p1.grants.grant_access(0, page.frame, readonly=True)
+    assert p1.grants.end_access(ref)  # revoked before the backend copies it
+    _mute_frontend(world)
+    front.tx.ring.put_request(ref, 0, 0, 1, 100)
+    front.tx.ring.put_request(ref, 0, 0, 2, 10)  # shorter than an Ethernet header
+    front.tx.ring.push_requests()
+    p1.evtchn.notify(front.tx_port)
+    world.pump()
+    vif = world.vif()
+    assert vif.connected  # bad packets are answered, not fatal
+    assert vif.stats.tx_errors["runt"] == 1
+    assert any(k.startswith("grant_copy") for k in vif.stats.tx_errors)
+    rsps = [front.tx.ring.get_response() for _ in range(front.tx.ring.unconsumed_responses())]
+    assert {(r.id, r.status) for r in rsps} == {(1, netif.NETIF_RSP_ERROR), (2, netif.NETIF_RSP_ERROR)}
+    p1.memory.free(page)
+
+
+def test_multislot_without_sg_is_refused_slot_by_slot(world: LocalWorld) -> None:
+    front = world.attach()
+    assert front.tx is not None
+    _mute_frontend(world)
+    for i in range(3):
+        flags = netif.NETTXF_more_data if i < 2 else 0
+        front.tx.ring.put_request(8, 0, flags, 10 + i, 100)
+    front.tx.ring.push_requests()
+    world.platforms[1].evtchn.notify(front.tx_port)
+    world.pump()
+    vif = world.vif()
+    assert vif.connected and vif.stats.tx_errors["multislot_without_sg"] == 1
+    rsps = [front.tx.ring.get_response() for _ in range(front.tx.ring.unconsumed_responses())]
+    assert [(r.id, r.status) for r in rsps] == [(i, netif.NETIF_RSP_ERROR) for i in (10, 11, 12)]
+
+
+def test_endless_more_data_chain_is_fatal(world: LocalWorld) -> None:
+    front = world.attach()
+    assert front.tx is not None
+    for i in range(25):
+        front.tx.ring.put_request(8, 0, netif.NETTXF_more_data, i, 100)
+    front.tx.ring.push_requests()
+    world.platforms[1].evtchn.notify(front.tx_port)
+    world.pump()
+    assert world.vif().stats.fatal["too_many_slots"] == 1
+    _second_vif_still_works(world)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("tx-ring-ref", "banana", "not a number"),
+        ("tx-ring-ref", "99999999999", "outside"),
+        ("tx-ring-ref", "4000", "map ref 4000"),  # a ref the guest never granted
+        ("event-channel-tx", "1000", "port"),
+    ],
+)
+def test_garbage_frontend_keys_close_that_vif(
+    world: LocalWorld, key: str, value: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    front = world.attach(start=False)
+    original = front._connect
+
+    def sabotaged() -> None:  # publish, then overwrite one key before the backend reads it
+        original()
+        world.clients[1].write(f"/local/domain/1/device/vif/0/{key}", value)
+
+    front._connect = sabotaged  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        front.start()
+        world.pump()
+    vif = world.vif()
+    assert not vif.connected and vif.stats.fatal["handshake"] == 1
+    error = world.toolstack.read_str("/local/domain/0/backend/vif/1/0/error")
+    assert why.lower() in error.lower() or why.lower() in caplog.text.lower()
+    assert front.dev.state == S.Closed
+    assert held(world)[0] == ZERO
+    _second_vif_still_works(world)
+
+
+def test_backend_without_rx_copy_is_refused_by_the_frontend(world: LocalWorld) -> None:
+    front = world.attach(start=False)
+    world.pump()  # the backend probes and advertises; then the toolstack takes rx-copy away
+    vif = world.vif()
+    world.toolstack.write(f"{vif.dev.nodename}/feature-rx-copy", "0")
+    front.start()
+    world.pump()
+    assert front.broken and front.dev.state == S.Closed
+    assert "rx-copy" in world.toolstack.read_str("/local/domain/1/device/vif/0/error")
+    assert held(world)[1] == ZERO
+
+
+def test_spurious_events_are_counted_and_ignored(world: LocalWorld) -> None:
+    front = world.attach()
+    vif = world.vif()
+    before = vif.stats.spurious_events
+    vif.on_event(999)
+    front.on_event(999)
+    assert vif.stats.spurious_events == before + 1 and front.stats.spurious_events == 1
+    assert world.send(frames(5)) == 5
+
+
+def test_backend_responses_for_unknown_ids_break_the_frontend(world: LocalWorld) -> None:
+    front = world.attach()
+    vif = world.vif()
+    assert vif.tx is not None and front.tx is not None
+    assert world.send(frames(1)) == 1
+    vif.tx.ring.put_response(200, 0)  # an id never issued
+    vif.tx.ring.push_responses()
+    world.platforms[0].evtchn.notify(vif.tx_port)
+    world.pump()
+    assert front.broken and front.dev.state == S.Closed
+    assert held(world)[1] == ZERO
