@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import sys
 from typing import Any
 
@@ -137,34 +136,43 @@ def bench() -> None:
 @click.option("--packets", default=5000, show_default=True, type=click.IntRange(10, 10_000_000))
 @click.option("--json", "as_json", is_flag=True)
 def bench_first_packet(runs: int, packets: int, as_json: bool) -> None:
-    """Packets/s of the single-slot path across processes (guest tx, guest rx), median of RUNS."""
-    from ..world.demo import run_demo
+    """Packets/s of the single-slot path across processes, median of RUNS, beside a socketpair."""
+    from ..world.bench import first_packet
 
-    tx: list[float] = []
-    rx: list[float] = []
-    for i in range(runs):
-        r = run_demo(packets, packets, seed=i + 1)
-        if not r.ok:
-            raise click.ClickException(f"run {i + 1} failed: {r.problems}")
-        tx.append(r.pps("tx") or 0.0)
-        rx.append(r.pps("rx") or 0.0)
-    out = {
-        "runs": runs,
-        "packets": packets,
-        "tx_pps": tx,
-        "rx_pps": rx,
-        "tx_pps_median": statistics.median(tx),
-        "rx_pps_median": statistics.median(rx),
-    }
+    try:
+        b = first_packet(runs, packets)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    med = b.medians
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "runs": runs,
+                    "packets": packets,
+                    "tx_pps": b.tx_pps,
+                    "rx_pps": b.rx_pps,
+                    "socketpair_pps": b.peer_pps,
+                    **{f"{k}_median": v for k, v in med.items()},
+                },
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"first-packet path, {packets} frames each way, {runs} runs")
-    table.add_column("direction")
+    table.add_column("path")
     table.add_column("median pps", justify="right")
-    table.add_column("runs", justify="left")
-    table.add_row("guest tx", f"{out['tx_pps_median']:,.0f}", " ".join(f"{x:,.0f}" for x in tx))
-    table.add_row("guest rx", f"{out['rx_pps_median']:,.0f}", " ".join(f"{x:,.0f}" for x in rx))
+    table.add_column("vs socketpair", justify="right")
+    table.add_column("runs")
+    peer = med["socketpair_pps"]
+    for label, key, runs_ in (
+        ("guest tx (netfront→netback)", "tx_pps", b.tx_pps),
+        ("guest rx (netback→netfront)", "rx_pps", b.rx_pps),
+        ("unix socketpair, 2 processes", "socketpair_pps", b.peer_pps),
+    ):
+        table.add_row(
+            label, f"{med[key]:,.0f}", f"{med[key] / peer:.2f}", " ".join(f"{x:,.0f}" for x in runs_)
+        )
     console.print(table)
 
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..xenstore.errors import XenstoreError
 from .states import XenbusState
 
 if TYPE_CHECKING:
@@ -41,7 +42,14 @@ class XenbusDevice:
     def otherend_state(self) -> XenbusState:
         if not self.otherend:
             return XenbusState.Unknown
-        return XenbusState.parse(self.xs.try_read(f"{self.otherend}/state"))
+        try:
+            return XenbusState.parse(self.xs.try_read(f"{self.otherend}/state"))
+        except XenstoreError as exc:
+            # xenstored answers EACCES, not ENOENT, once the directory and the parents we
+            # could read are gone: either way the other end has vanished.
+            if exc.errno_name == "EACCES":
+                return XenbusState.Unknown
+            raise
 
     def read(self, key: str) -> str | None:
         return self.xs.try_read(f"{self.nodename}/{key}")
