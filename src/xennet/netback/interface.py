@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ..packet.skb import Skb, build_skb, linear_layout
 from ..platform.base import Mapping, PeerGone, Platform, PlatformError
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.states import XenbusState
@@ -22,6 +23,11 @@ class NetbackConfig:
     split_event_channels: bool = True
     tx_limits: TxLimits = field(default_factory=TxLimits)
     rx_queue_bytes: int = 1 << 20
+    rx_packing: str = "full"  # seed | full
+    rx_admission: str = "fit-or-wait"  # estimate | fit-or-wait
+    sg: bool = True
+    gso: bool = True
+    ipv6_csum_offload: bool = True
 
 
 class Vif:
@@ -36,6 +42,7 @@ class Vif:
         self.dev = XenbusDevice(xs, nodename)
         self.stats = VifStats()
         self.front_domid = -1
+        self.front_sg = self.front_gso = False
         self.tx: TxQueue | None = None
         self.rx: RxQueue | None = None
         self._maps: list[Mapping] = []
@@ -67,7 +74,11 @@ class Vif:
             with self.xs.transaction() as t:
                 t.write(f"{node}/feature-rx-copy", "1")
                 t.write(f"{node}/feature-rx-flip", "0")
-                t.write(f"{node}/feature-sg", "0")
+                c = self.config
+                t.write(f"{node}/feature-sg", "1" if c.sg else "0")
+                t.write(f"{node}/feature-gso-tcpv4", "1" if c.gso and c.sg else "0")
+                t.write(f"{node}/feature-gso-tcpv6", "1" if c.gso and c.sg else "0")
+                t.write(f"{node}/feature-ipv6-csum-offload", "1" if c.ipv6_csum_offload else "0")
                 t.write(
                     f"{node}/feature-split-event-channels", "1" if self.config.split_event_channels else "0"
                 )
@@ -136,8 +147,15 @@ class Vif:
         except PlatformError:
             self._disconnect()
             raise
-        self.tx = TxQueue(self.platform, self.front_domid, tx_map, self.stats, self.config.tx_limits)
-        self.rx = RxQueue(self.platform, self.front_domid, rx_map, self.stats, self.config.rx_queue_bytes)
+        c = self.config
+        self.front_sg = c.sg and d.other_feature("feature-sg")
+        self.front_gso = self.front_sg and c.gso and (
+            d.other_feature("feature-gso-tcpv4") or d.other_feature("feature-gso-tcpv6")
+        )
+        self.tx = TxQueue(self.platform, self.front_domid, tx_map, self.stats, c.tx_limits)
+        self.rx = RxQueue(self.platform, self.front_domid, rx_map, self.stats, c.rx_queue_bytes,
+                          packing=c.rx_packing, admission=c.rx_admission, sg=self.front_sg,
+                          gso=self.front_gso)
         log.info(
             "%s: connected to domain %d (%s event channels)",
             self.name,
@@ -192,34 +210,54 @@ class Vif:
     def connected(self) -> bool:
         return self.tx is not None
 
-    def on_event(self, port: int) -> list[bytes]:
-        """Frames the guest transmitted.  A hostile frontend is cut off here, at a safe point."""
+    def on_event(self, port: int) -> list[Skb]:
+        """Skbs the guest transmitted (the caller releases each; for mapped data that answers
+        the guest).  A hostile frontend is cut off here, at a safe point (XSA-90)."""
         self.stats.events += 1
         if self.tx is None or self.rx is None or port not in (self.tx_port, self.rx_port):
             self.stats.spurious_events += 1
             return []
-        frames: list[bytes] = []
+        skbs: list[Skb] = []
         try:
             if port == self.tx_port:
-                frames, notify = self.tx.process()
+                skbs, notify = self.tx.process()
                 if notify:
                     self._notify(self.tx_port)
             if port == self.rx_port and self.rx.queued:
                 self.kick_rx()
         except FatalFrontendError as exc:
+            for skb in skbs:
+                skb.release()
             log.error("%s: disconnecting domain %d: %s", self.name, self.front_domid, exc)
             self._fail(exc.reason, str(exc))
             return []
-        return frames
+        return skbs
+
+    def flush_tx_responses(self) -> None:
+        """Answer slots of mapped packets released since the last event."""
+        if self.tx is not None and self.tx.take_notify():
+            self._notify(self.tx_port)
 
     def rx_has_room(self, length: int) -> bool:
         return self.rx is not None and self.rx.has_room(length)
 
-    def send_to_guest(self, frame: bytes) -> bool:
+    def rx_would_take(self, skb: Skb) -> bool:
+        return self.rx is not None and self.rx.would_take(skb)
+
+    def send_to_guest(self, skb: Skb) -> bool:
+        """Queue an skb toward the guest (takes one reference)."""
+        if self.rx is None:
+            self.stats.rx_dropped["not_connected"] += 1
+            skb.release()
+            return False
+        return self.rx.enqueue(skb)
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Copy a frame into our memory and queue it toward the guest."""
         if self.rx is None:
             self.stats.rx_dropped["not_connected"] += 1
             return False
-        return self.rx.enqueue(frame)
+        return self.send_to_guest(build_skb(frame, linear_layout(len(frame)), self.platform.memory))
 
     def kick_rx(self) -> None:
         if self.rx is None:

@@ -1,40 +1,52 @@
-"""netback receive (backend -> guest): fill the buffers the guest posted, with grant copies."""
+"""netback receive (backend -> guest): fill the buffers the guest posted, with grant copies.
+
+How a packet is spread over buffers is the configured packing policy (``seed`` or
+``full``, ``rxpolicy.packing``); when it may go is the admission policy (``estimate`` or
+``fit-or-wait``, ``rxpolicy.admission``).  Bytes tagged with another guest's (domain,
+grant) are copied straight from that grant (seed 003); everything else from our pages.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from typing import Any
 
 from ..abi import netif
 from ..abi.grant_table import DOMID_SELF, GNTST_NAMES, GNTST_okay
-from ..abi.ring import PAGE_SIZE
-from ..platform.base import CopyPtr, GrantCopy, Mapping, Page, Platform
+from ..packet.skb import Csum, Skb
+from ..platform.base import PAGE_SIZE, CopyPtr, GrantCopy, Mapping, Platform
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
+from .rxpolicy.packing import packing_policy
+from .rxpolicy.plan import RxPlan
 from .stats import VifStats
 
-COPY_BATCH = 64
+log = logging.getLogger(__name__)
+
+BATCH = 64  # packets per grant-copy batch
 
 
 class RxQueue:
-    def __init__(
-        self,
-        platform: Platform,
-        front_domid: int,
-        ring_map: Mapping,
-        stats: VifStats,
-        max_queued_bytes: int = 1 << 20,
-    ) -> None:
+    def __init__(self, platform: Platform, front_domid: int, ring_map: Mapping, stats: VifStats,
+                 max_queued_bytes: int = 1 << 20, packing: str = "full", admission: str = "fit-or-wait",
+                 sg: bool = True, gso: bool = True) -> None:
+        from .rxpolicy.admission import admission_policy
+
         self.platform = platform
         self.front_domid = front_domid
         self.ring_map = ring_map
         self.stats = stats
+        self.sg = sg  # the frontend takes multi-slot packets
+        self.gso = gso  # ... and GSO extra info
         self.ring: BackRing[netif.RxRequest, netif.RxResponse] = BackRing(
             ring_map.view, netif.RX_REQUEST, netif.RX_RESPONSE, netif.RxRequest, netif.RxResponse
         )
+        self.packing = packing_policy(packing)
+        self.admission: Any = admission_policy(admission, self.packing)
         self.max_queued_bytes = max_queued_bytes  # XSA-392: a guest that stops reading is bounded
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[Skb, Any]] = deque()  # (skb, the admission's ticket)
         self._queued_bytes = 0
-        self._buffers: list[Page] = [platform.memory.alloc(0) for _ in range(COPY_BATCH)]
 
     @property
     def queued(self) -> int:
@@ -44,62 +56,126 @@ class RxQueue:
         """Would a frame of ``length`` bytes be queued now (for a port that can wait instead)?"""
         return self._queued_bytes + length <= self.max_queued_bytes
 
-    def enqueue(self, frame: bytes) -> bool:
-        if not frame or len(frame) > PAGE_SIZE:
-            self.stats.rx_dropped["needs_multislot"] += 1  # single-slot path: sg not negotiated
+    def enqueue(self, skb: Skb) -> bool:
+        """Take one reference to ``skb``.  False (and the reference released) if dropped."""
+        reason = None
+        if not self.sg and (skb.len > PAGE_SIZE):
+            reason = "needs_sg"
+        elif skb.gso_size and not self.gso:
+            reason = "needs_gso"
+        elif not self.has_room(skb.len):
+            reason = "queue_full"
+        ticket = None
+        if reason is None:
+            ticket = self.admission.on_queue(skb.layout, bool(skb.gso_size), self.ring.unconsumed_requests())
+            if not ticket.go:
+                reason = "no_rx_slots"  # estimate admission: the slots it needs are not posted
+        if reason is not None:
+            self.stats.rx_dropped[reason] += 1
+            skb.release()
             return False
-        if self._queued_bytes + len(frame) > self.max_queued_bytes:
-            self.stats.rx_dropped["queue_full"] += 1
-            return False
-        self._queue.append(frame)
-        self._queued_bytes += len(frame)
+        self._queue.append((skb, ticket))
+        self._queued_bytes += skb.len
         self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, len(self._queue))
         return True
 
+    def would_take(self, skb: Skb) -> bool:
+        """Would ``enqueue`` take this skb now?  (For ports that can wait rather than drop.)"""
+        if not self.has_room(skb.len):
+            return False
+        if self.admission.reserved:
+            need = self.packing.estimate(skb.layout, bool(skb.gso_size))
+            return self.admission.reserved + need <= self.ring.unconsumed_requests()
+        return True
+
     def process(self) -> bool:
-        """Deliver queued frames into posted buffers.  Returns: notify the frontend?"""
+        """Deliver queued packets into posted buffers.  Returns: notify the frontend?"""
         notify = False
         while self._queue:
             try:
-                if self.ring.check_overflow() == 0 and not self.ring.final_check_for_requests():
-                    break  # no buffers: req_event is armed, the guest's refill will wake us
+                self.ring.check_overflow()
             except RingOverflow as exc:
                 raise FatalFrontendError("ring_overflow", f"rx: {exc}") from None
-            n = min(len(self._queue), self.ring.unconsumed_requests(), COPY_BATCH)
-            if n == 0:
-                break
-            reqs = [self.ring.get_request() for _ in range(n)]
-            frames = [self._queue.popleft() for _ in range(n)]
-            ops = []
-            for i, (req, frame) in enumerate(zip(reqs, frames, strict=True)):
-                self._queued_bytes -= len(frame)
-                self._buffers[i].view[: len(frame)] = frame
-                ops.append(
-                    GrantCopy(
-                        CopyPtr(self._buffers[i].frame, DOMID_SELF, 0, is_gref=False),
-                        CopyPtr(req.gref, self.front_domid, 0),
-                        len(frame),
-                    )
-                )
-            status = self.platform.mapper.copy(ops)
-            self.stats.grant_copy_ops += n
-            self.stats.grant_copy_batches += 1
-            for req, frame, st in zip(reqs, frames, status, strict=True):
-                if st != GNTST_okay:
-                    self.stats.rx_dropped[f"grant_copy: {GNTST_NAMES.get(st, st)}"] += 1
-                    self.ring.put_response(req.id, 0, 0, netif.NETIF_RSP_ERROR)
+            batch: list[tuple[Skb, RxPlan, list[netif.RxRequest]]] = []
+            while self._queue and len(batch) < BATCH:
+                skb, ticket = self._queue[0]
+                adm = self.admission.admit(skb.layout, bool(skb.gso_size), self.ring.unconsumed_requests())
+                if not adm.go:
+                    break
+                plan = adm.plan
+                self._queue.popleft()
+                self._queued_bytes -= skb.len
+                self.admission.on_done(ticket)
+                reqs = [self.ring.get_request() for _ in range(plan.slots)]
+                batch.append((skb, plan, reqs))
+            if not batch:
+                # Not enough buffers: re-arm req_event so the guest's next post wakes us.
+                self.stats.rx_waits += 1
+                if self.ring.final_check_for_requests():
                     continue
-                self.ring.put_response(req.id, 0, 0, len(frame))
-                self.stats.rx_packets += 1
-                self.stats.rx_bytes += len(frame)
+                break
+            self._copy_and_respond(batch)
             notify |= self.ring.push_responses()
         return notify
 
+    def _copy_and_respond(self, batch: list[tuple[Skb, RxPlan, list[netif.RxRequest]]]) -> None:
+        ops: list[GrantCopy] = []
+        spans: list[tuple[int, int]] = []
+        for skb, plan, reqs in batch:
+            start = len(ops)
+            bufs = skb.bufs
+            for b, chunks in enumerate(plan.buffers):
+                dest_req = reqs[plan.slot_of(b)]
+                for c in chunks:
+                    src = bufs[c.src_index]
+                    if src.foreign is not None:
+                        f = src.foreign
+                        source = CopyPtr(f.gref, f.domid, f.offset + (c.src_offset - src.offset))
+                        self.stats.rx_bytes_forwarded += c.length
+                    else:
+                        frame, off = divmod(c.src_offset, PAGE_SIZE)
+                        source = CopyPtr(src.page.frame + frame, DOMID_SELF, off, is_gref=False)
+                        self.stats.rx_bytes_staged += c.length
+                    ops.append(GrantCopy(source, CopyPtr(dest_req.gref, self.front_domid, c.dst_offset), c.length))
+            spans.append((start, len(ops)))
+        status = self.platform.mapper.copy(ops)
+        self.stats.grant_copy_ops += len(ops)
+        self.stats.grant_copy_batches += 1
+        for (skb, plan, reqs), (lo, hi) in zip(batch, spans, strict=True):
+            bad = next((s for s in status[lo:hi] if s != GNTST_okay), None)
+            if bad is not None:
+                self.stats.rx_dropped[f"grant_copy: {GNTST_NAMES.get(bad, bad)}"] += 1
+            self._respond(skb, plan, reqs, ok=bad is None)
+            skb.release()
+
+    def _respond(self, skb: Skb, plan: RxPlan, reqs: list[netif.RxRequest], ok: bool) -> None:
+        flags0 = 0
+        if skb.csum is Csum.PARTIAL:
+            flags0 |= netif.NETRXF_csum_blank | netif.NETRXF_data_validated
+        elif skb.csum is Csum.UNNECESSARY:
+            flags0 |= netif.NETRXF_data_validated
+        n = plan.nbuffers
+        for b in range(n):
+            req = reqs[plan.slot_of(b)]
+            flags = flags0 if b == 0 else 0
+            if b < n - 1:
+                flags |= netif.NETRXF_more_data
+            if b == 0 and plan.gso:
+                flags |= netif.NETRXF_extra_info
+            status = plan.sizes[b] if ok else netif.NETIF_RSP_ERROR
+            self.ring.put_response(req.id, 0, flags, status)
+            if b == 0 and plan.gso:
+                # the extra info goes in the slot after the first response (its request is spent)
+                self.ring.put_response_bytes(netif.gso_extra(skb.gso_size, skb.gso_type))
+        if ok:
+            self.stats.rx_packets += 1
+            self.stats.rx_bytes += skb.len
+            self.stats.rx_slots += plan.slots
+
     def teardown(self) -> None:
-        for _ in self._queue:
+        for skb, ticket in self._queue:
             self.stats.rx_dropped["disconnected"] += 1
+            self.admission.on_done(ticket)
+            skb.release()
         self._queue.clear()
         self._queued_bytes = 0
-        for page in self._buffers:
-            self.platform.memory.free(page)
-        self._buffers.clear()

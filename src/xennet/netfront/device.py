@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..platform.base import Page, PeerGone, Platform, PlatformError
+from ..packet.skb import Skb
+from ..platform.base import PeerGone, Platform, PlatformError
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenstore.client import XenstoreClient, XenstoreError
+from .revoke import Revoke
 from .rx import RxQueue
 from .stats import NetfrontStats
-from .tx import DeviceBroken, TxQueue
+from .tx import DeviceBroken, TxFeatures, TxQueue
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,11 @@ log = logging.getLogger(__name__)
 class NetfrontConfig:
     split_event_channels: bool = True  # used when the backend offers them
     rx_fill: int = 256
+    sg: bool = True  # offer/use scatter-gather (multi-slot packets)
+    gso: bool = True  # offer/use TCPv4/TCPv6 GSO
+    csum_offload: bool = True  # False writes feature-no-csum-offload
+    slot_policy: str = "linearize"  # drop | linearize | segment | relayout
+    max_slots: int = 18  # slots per packet the backend takes (XEN_NETIF_NR_SLOTS_MIN)
 
 
 class Netfront:
@@ -41,9 +48,10 @@ class Netfront:
         self.tx: TxQueue | None = None
         self.rx: RxQueue | None = None
         self.tx_port = self.rx_port = -1
+        self.features = TxFeatures()
         self.backend_connected = False
         self.broken = False
-        self._revoke: list[tuple[int, Page]] = []  # grants the backend still maps (XSA-396)
+        self._revoke: list[Revoke] = []  # grants the backend still maps (XSA-396)
         self._token = f"netfront:{nodename}"
         self._watching = ""
 
@@ -99,15 +107,28 @@ class Netfront:
             self._fail(f"backend is gone: {self.dev.otherend} vanished from xenstore")
 
     def _connect(self) -> None:
-        if self.dev.read_other("feature-rx-copy") != "1":
+        from .slotpolicy import policy_for
+
+        c = self.config
+        d = self.dev
+        if d.read_other("feature-rx-copy") != "1":
             raise HandshakeError("backend does not offer feature-rx-copy; flipping is not supported")
-        split = self.config.split_event_channels and self.dev.other_feature("feature-split-event-channels")
-        self.tx = TxQueue(self.platform, self.backend_domid, self.stats)
-        self.rx = RxQueue(self.platform, self.backend_domid, self.stats, self.config.rx_fill)
+        split = c.split_event_channels and d.other_feature("feature-split-event-channels")
+        features = TxFeatures(
+            sg=c.sg and d.other_feature("feature-sg"),
+            gso_tcpv4=c.gso and c.sg and d.other_feature("feature-gso-tcpv4"),
+            gso_tcpv6=c.gso and c.sg and d.other_feature("feature-gso-tcpv6"),
+            csum_offload=True,
+            ipv6_csum_offload=d.other_feature("feature-ipv6-csum-offload"),
+            max_slots=c.max_slots,
+        )
+        self.features = features
+        self.tx = TxQueue(self.platform, self.backend_domid, self.stats, features, policy_for(c.slot_policy))
+        self.rx = RxQueue(self.platform, self.backend_domid, self.stats, c.rx_fill, gso=c.gso and c.sg)
         ev = self.platform.evtchn
         self.tx_port = ev.alloc_unbound(self.backend_domid)
         self.rx_port = ev.alloc_unbound(self.backend_domid) if split else self.tx_port
-        node = self.dev.nodename
+        node = d.nodename
         while True:
             with self.xs.transaction() as t:
                 t.write(f"{node}/tx-ring-ref", str(self.tx.ring_ref))
@@ -119,8 +140,12 @@ class Netfront:
                     t.write(f"{node}/event-channel", str(self.tx_port))
                 t.write(f"{node}/request-rx-copy", "1")
                 t.write(f"{node}/feature-rx-notify", "1")
-                t.write(f"{node}/feature-sg", "0")
-                t.write(f"{node}/feature-no-csum-offload", "1")
+                t.write(f"{node}/feature-sg", "1" if c.sg else "0")
+                t.write(f"{node}/feature-gso-tcpv4", "1" if c.gso and c.sg else "0")
+                t.write(f"{node}/feature-gso-tcpv6", "1" if c.gso and c.sg else "0")
+                t.write(f"{node}/feature-ipv6-csum-offload", "1" if c.csum_offload else "0")
+                if not c.csum_offload:
+                    t.write(f"{node}/feature-no-csum-offload", "1")
                 if t.commit():
                     break
         self.rx.refill()
@@ -176,27 +201,22 @@ class Netfront:
             self.rx = None
         self.retry_revoke()
         if self._revoke:
-            log.error(
-                "%s: backend still maps %d of our grants; keeping those pages until it lets go",
-                self.dev.nodename,
-                len(self._revoke),
-            )
+            log.error("%s: backend still maps %d of our grants; keeping those pages until it lets go",
+                      self.dev.nodename, sum(len(r.refs) for r in self._revoke))
 
     @property
     def pending_revoke(self) -> int:
-        return len(self._revoke)
+        return sum(len(r.refs) for r in self._revoke)
 
     def retry_revoke(self) -> int:
-        """End the grants the backend held at teardown; free their pages.  Returns how many remain."""
-        still: list[tuple[int, Page]] = []
-        for ref, page in self._revoke:
-            if self.platform.grants.end_access(ref):
-                self.platform.memory.free(page)
-            else:
-                still.append((ref, page))
-        self._revoke = still
-        self.stats.grants_held_by_peer = len(still)
-        return len(still)
+        """End the grants the backend held at teardown; free their pages.  Returns refs left."""
+        for q in (self.tx, self.rx):
+            if q is not None and q.revoke:
+                self._revoke += q.revoke
+                q.revoke = []
+        self._revoke = [r for r in self._revoke if not r.retry(self.platform)]
+        self.stats.grants_held_by_peer = self.pending_revoke
+        return self.pending_revoke
 
     # --- data path ------------------------------------------------------------
 
@@ -204,35 +224,50 @@ class Netfront:
     def connected(self) -> bool:
         return self.backend_connected and self.tx is not None and not self.broken
 
-    def send(self, frame: bytes | memoryview) -> bool:
-        """Queue a frame; False when the tx ring is full (try again after ``on_event``)."""
+    def send(self, skb: Skb) -> bool:
+        """Queue an skb in our memory; False (not taken) while the tx queue is stopped."""
+        if self.tx is None or not self.connected:
+            self.stats.tx_errors["not_connected"] += 1
+            skb.release(self.platform.memory)
+            return True
+        return self.tx.send(skb)
+
+    def send_frame(self, frame: bytes | memoryview) -> bool:
+        """Copy a frame into our memory and queue it; False (not taken) while stopped."""
         if self.tx is None or not self.connected:
             self.stats.tx_errors["not_connected"] += 1
             return True
-        return self.tx.send(frame)
+        return self.tx.send_frame(frame)
 
     def flush(self) -> None:
         if self.tx is not None and self.tx.flush():
             self._notify(self.tx_port)
 
-    def on_event(self, port: int) -> list[bytes]:
-        """An event on one of our ports: reap tx, collect rx, refill.  Returns received frames."""
+    def on_event(self, port: int) -> list[Skb]:
+        """An event on one of our ports: reap tx, collect rx, refill.  Returns received skbs,
+        which the caller releases (``skb.release(platform.memory)``)."""
         self.stats.events += 1
         if self.tx is None or self.rx is None or port not in (self.tx_port, self.rx_port):
             self.stats.spurious_events += 1
             return []
-        frames: list[bytes] = []
+        skbs: list[Skb] = []
         try:
             if port == self.tx_port:
                 self.tx.reap()
+                if self.tx.revoke:
+                    self.retry_revoke()
+                if self.tx.ring.req_prod_pvt != self.tx.ring.req_prod:
+                    self.flush()  # the backlog moved onto the ring
             if port == self.rx_port:
-                frames = self.rx.poll()
+                skbs = self.rx.poll()
                 if self.rx.refill():
                     self._notify(self.rx_port)
         except DeviceBroken as exc:
+            for skb in skbs:
+                skb.release(self.platform.memory)
             self._fail(str(exc))
             return []
-        return frames
+        return skbs
 
     def _notify(self, port: int) -> None:
         try:

@@ -13,14 +13,29 @@ class NetfrontStats:
     tx_completed: int = 0
     tx_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
     tx_queue_stopped: int = 0
+    tx_slots: int = 0
+    tx_soft_gso: int = 0
+    tx_bounced: int = 0
+    tx_bytes_copied: int = 0  # by bounces, linearization and slot policies
+    tx_policy: Counter[str] = field(default_factory=Counter)  # "<policy>:<outcome>" -> count
     rx_packets: int = 0
     rx_bytes: int = 0
     rx_errors: Counter[str] = field(default_factory=Counter)
     rx_buffers_posted: int = 0
+    rx_slots: int = 0
     notifications_sent: int = 0
     events: int = 0
     spurious_events: int = 0
     grants_held_by_peer: int = 0  # grants the backend still maps after teardown (XSA-396): not reused
+
+    def record_policy(self, name: str, outcome: object) -> None:
+        """Account one packet that went through the too-many-slots policy."""
+        dropped = bool(getattr(outcome, "dropped", False))
+        self.tx_policy[f"{name}:{'dropped' if dropped else 'applied'}"] += 1
+        self.tx_policy[f"{name}:packets_out"] += len(getattr(outcome, "skbs", []))
+        copied = int(getattr(outcome, "bytes_copied", 0))
+        self.tx_policy[f"{name}:bytes_copied"] += copied
+        self.tx_bytes_copied += copied
 
     def as_dict(self) -> dict[str, object]:
         return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}

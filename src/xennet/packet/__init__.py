@@ -1,1 +1,2 @@
-"""packet"""
+"""The packet model: an skb (linear head plus frags on possibly compound pages), its GSO and
+checksum state, a typed control block, checksums and software GSO."""

@@ -1,1 +1,1 @@
-"""ports"""
+"""Ports: where packets come from and go to (bridge, TAP, pcap, pktgen)."""

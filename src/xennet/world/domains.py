@@ -47,7 +47,9 @@ def guest_main(world_path: str, domid: int, paths: VifPaths, plan: TrafficPlan) 
 
     def on_event(port: int) -> None:
         nonlocal received, t_rx0, t_rx1
-        for frame in front.on_event(port):
+        for skb in front.on_event(port):
+            frame = skb.data()
+            skb.release()
             if received == 0:
                 t_rx0 = time.perf_counter()
             err = check_frame(frame, plan.seed, BACKEND_TO_GUEST, received, src, dst)
@@ -71,7 +73,7 @@ def guest_main(world_path: str, domid: int, paths: VifPaths, plan: TrafficPlan) 
             if sent < plan.to_backend:
                 if sent == 0:
                     t_tx0 = time.perf_counter()
-                while sent < plan.to_backend and front.send(
+                while sent < plan.to_backend and front.send_frame(
                     make_frame(plan.seed, GUEST_TO_BACKEND, sent, dst, src)
                 ):
                     sent += 1
@@ -126,9 +128,11 @@ def serve_backend(world_path: str, domid: int, stop_path: str, echo: bool = True
         vif = back.vif_for_port(port)
         if vif is None:
             return
-        for frame in vif.on_event(port):
+        for skb in vif.on_event(port):
+            frame = skb.data()
+            skb.release()
             if echo:
-                vif.send_to_guest(frame[6:12] + frame[0:6] + frame[12:])
+                vif.send_frame(frame[6:12] + frame[0:6] + frame[12:])
 
     loop = DomainLoop(platform, xs, back.on_watch, on_event)
     try:
@@ -138,6 +142,7 @@ def serve_backend(world_path: str, domid: int, stop_path: str, echo: bool = True
             loop.run_once(0.05)
             for vif in back.vifs.values():
                 vif.kick_rx()
+                vif.flush_tx_responses()
                 history[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
         back.stop()
         return {"role": "backend", "vifs": history, "accounting": platform.accounting().__dict__}
@@ -164,7 +169,9 @@ def backend_main(world_path: str, domid: int, plan: TrafficPlan) -> dict[str, ob
         vif = back.vif_for_port(port)
         if vif is None:
             return
-        for frame in vif.on_event(port):
+        for skb in vif.on_event(port):
+            frame = skb.data()
+            skb.release()
             err = check_frame(frame, plan.seed, GUEST_TO_BACKEND, got, src, dst)
             if err:
                 mismatches.append(err)
@@ -185,7 +192,7 @@ def backend_main(world_path: str, domid: int, plan: TrafficPlan) -> dict[str, ob
                         frame = make_frame(plan.seed, BACKEND_TO_GUEST, queued, dst, src)
                         if not vif.rx_has_room(len(frame)):
                             break  # the demo waits for the guest instead of dropping
-                        vif.send_to_guest(frame)
+                        vif.send_frame(frame)
                         queued += 1
                     vif.kick_rx()
                 served = {

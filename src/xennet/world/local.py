@@ -8,11 +8,13 @@ through an in-process transport instead of a socket.  Work is dispatched in a fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..netback.backend import Netback
 from ..netback.interface import NetbackConfig, Vif
 from ..netfront.device import Netfront, NetfrontConfig
+from ..packet.skb import Layout, Skb
 from ..platform.sim import SimPlatform, SimWorld
 from ..xenbus.paths import VifPaths
 from ..xenbus.toolstack import VifSpec, attach_vif, detach_vif
@@ -39,6 +41,8 @@ class LocalWorld:
         self.fronts: dict[tuple[int, int], Netfront] = {}  # (domid, handle) -> netfront
         self.to_backend: list[tuple[str, bytes]] = []  # (vif name, frame) in arrival order
         self.to_guest: dict[tuple[int, int], list[bytes]] = {}
+        self.received_skbs: dict[tuple[int, int], list[Layout]] = {}  # layouts as netfront built them
+        self.on_backend_skb: Callable[[Vif, Skb], None] | None = None
         try:
             self.toolstack = XenstoreClient.in_process(self.core, 0)
             for domid in (BACKEND, *self.guest_domids):
@@ -70,7 +74,12 @@ class LocalWorld:
         vif = self.netback.vif_for_port(port)
         if vif is None:
             return
-        self.to_backend.extend((vif.name, f) for f in vif.on_event(port))
+        for skb in vif.on_event(port):
+            if self.on_backend_skb is not None:
+                self.on_backend_skb(vif, skb)  # the callee owns the skb now
+                continue
+            self.to_backend.append((vif.name, skb.data()))
+            skb.release()
 
     def _guest_watch(self, domid: int):  # type: ignore[no-untyped-def]
         def on_watch(path: str, token: str) -> None:
@@ -84,7 +93,11 @@ class LocalWorld:
         def on_event(port: int) -> None:
             for (d, h), front in self.fronts.items():
                 if d == domid and port in (front.tx_port, front.rx_port):
-                    self.to_guest.setdefault((d, h), []).extend(front.on_event(port))
+                    got = self.to_guest.setdefault((d, h), [])
+                    for skb in front.on_event(port):
+                        got.append(skb.data())
+                        self.received_skbs.setdefault((d, h), []).append(skb.layout)
+                        skb.release()
                     return
 
         return on_event
@@ -99,6 +112,7 @@ class LocalWorld:
             for vif in self.netback.vifs.values():
                 if vif.rx is not None and vif.rx.queued:
                     vif.kick_rx()
+                vif.flush_tx_responses()
             if not handled:
                 return total
             total += handled
@@ -144,7 +158,7 @@ class LocalWorld:
         front = self.fronts[(domid, handle)]
         sent = 0
         for frame in frames:
-            while not front.send(frame):
+            while not front.send_frame(frame):
                 front.flush()
                 if not self.pump():
                     return sent
@@ -162,7 +176,7 @@ class LocalWorld:
                 vif.kick_rx()
                 if not self.pump():
                     return queued
-            if vif.send_to_guest(frame):
+            if vif.send_frame(frame):
                 queued += 1
         vif.kick_rx()
         self.pump()

@@ -1,0 +1,43 @@
+"""netfront's too-many-slots policies and slot accounting (implemented in ``slotpolicy``)."""
+
+from .slotpolicy import (
+    Copied,
+    DropPolicy,
+    Kept,
+    LinearizePolicy,
+    NoPlan,
+    PolicyOutcome,
+    RelayoutPlan,
+    RelayoutPolicy,
+    SegmentPolicy,
+    TooManySlotsPolicy,
+    UnknownPolicy,
+    bounce,
+    count_slots,
+    fits,
+    needs_bounce,
+    policy_for,
+    policy_names,
+    relayout_plan,
+)
+
+__all__ = [
+    "Copied",
+    "DropPolicy",
+    "Kept",
+    "LinearizePolicy",
+    "NoPlan",
+    "PolicyOutcome",
+    "RelayoutPlan",
+    "RelayoutPolicy",
+    "SegmentPolicy",
+    "TooManySlotsPolicy",
+    "UnknownPolicy",
+    "bounce",
+    "count_slots",
+    "fits",
+    "needs_bounce",
+    "policy_for",
+    "policy_names",
+    "relayout_plan",
+]
