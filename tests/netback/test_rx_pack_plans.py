@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from rxpack_strategies import layouts
 
@@ -13,6 +14,7 @@ from xennet.netback.rxpolicy import (
     PACKING_POLICIES,
     Chunk,
     FullPacking,
+    LocalSource,
     PackingPolicy,
     PlanError,
     RxPlan,
@@ -26,7 +28,7 @@ from xennet.packet.skb import HeapPages, Layout, Piece, build_skb
 from xennet.platform.base import PAGE_SIZE
 
 POLICIES = sorted(PACKING_POLICIES)
-CHECKER = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CHECKER = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def run_copies(layout: Layout, plan: RxPlan, seed: int) -> None:
@@ -36,6 +38,7 @@ def run_copies(layout: Layout, plan: RxPlan, seed: int) -> None:
     bufs = [bytearray(PAGE_SIZE) for _ in range(plan.nbuffers)]
     for spec in copy_specs(skb, plan):
         page = skb.bufs[spec.src_index].page
+        assert isinstance(spec.src, LocalSource)
         start = spec.src.frame * PAGE_SIZE + spec.src.offset
         bufs[spec.dst_buffer][spec.dst_offset : spec.dst_offset + spec.length] = page.view[
             start : start + spec.length
@@ -44,32 +47,58 @@ def run_copies(layout: Layout, plan: RxPlan, seed: int) -> None:
     assert got == data
 
 
-@pytest.mark.parametrize("name", POLICIES)
 @CHECKER
 @given(layout=layouts(), gso=st.booleans(), seed=st.integers(0, 2**32))
-def test_estimate_equals_plan_and_plan_is_valid(name: str, layout: Layout, gso: bool, seed: int) -> None:
-    policy = packing_policy(name)
-    plan = check_packing(policy, layout, gso)
-    assert plan.slots == policy.estimate(layout, gso) == plan.nbuffers + gso
-    assert all(0 < s <= PAGE_SIZE for s in plan.sizes) and plan.sizes[0] > 0
+def test_estimate_equals_plan_and_plan_is_valid(layout: Layout, gso: bool, seed: int) -> None:
+    """The checker, for every packing policy, on the same random layouts."""
     total = sum(p.length for p in layout)
-    assert plan.length == total
-    assert plan.nbuffers >= -(-total // PAGE_SIZE)  # nobody beats ceil(len / 4096)
-    run_copies(layout, plan, seed)
-
-
-@CHECKER
-@given(layout=layouts(), gso=st.booleans())
-def test_full_uses_ceil_len_buffers_and_seed_never_fewer(layout: Layout, gso: bool) -> None:
-    total = sum(p.length for p in layout)
-    full = FullPacking().plan(layout, gso)
+    plans = {}
+    for name in POLICIES:
+        policy = packing_policy(name)
+        plan = check_packing(policy, layout, gso)  # valid plan, estimate == plan.slots
+        assert plan.slots == policy.estimate(layout, gso) == plan.nbuffers + gso
+        assert all(0 < s <= PAGE_SIZE for s in plan.sizes) and plan.sizes[0] > 0
+        assert plan.length == total
+        run_copies(layout, plan, seed)
+        plans[name] = plan
+    # full: ceil(len / 4096) buffers, all full but the last: nobody can do with fewer
+    full = plans["full"]
     assert full.nbuffers == -(-total // PAGE_SIZE)
     assert all(s == PAGE_SIZE for s in full.sizes[:-1])
-    seed = SeedPacking().plan(layout, gso)
-    assert seed.nbuffers >= full.nbuffers
-    # the seed rule, per 4 KiB chunk: a chunk is never split between buffers
-    chunks = sum(p.slots() for p in layout)
-    assert seed.copies == chunks
+    # seed: at least as many; the rule works per 4 KiB chunk and never splits one
+    seed_plan = plans["seed"]
+    assert seed_plan.nbuffers >= full.nbuffers
+    assert seed_plan.copies == sum(p.slots() for p in layout)
+
+
+def edge_layouts() -> list[Layout]:
+    """Every head with up to two frags from small sets of edge values: buffers filled exactly,
+    to one byte under and over, frags ending or starting at 4 KiB frames, or spanning them."""
+    heads = [Piece(0, n, 0) for n in (1, 2, 1000, 3000, 4000, 4046, 4095, 4096)]
+    heads += [Piece(4000, 200, 1), Piece(0, 6000, 1), Piece(4095, 4098, 2)]
+
+    def frags(lengths: tuple[int, ...], offsets: tuple[int, ...]) -> list[Piece]:
+        out = []
+        for n in lengths:
+            for o in offsets:
+                order = max(0, (o + n - 1).bit_length() - 12)
+                out.append(Piece(o, n, order))
+        return out
+
+    one = frags((1, 2, 46, 50, 96, 1046, 1096, 3000, 4000, 4050, 4095, 4096, 4097, 8192), (0, 1, 4046, 4095))
+    two = frags((1, 50, 1046, 4050, 4096, 4097), (0, 4046, 4095))
+    out: list[Layout] = [(h,) for h in heads]
+    out += [(h, f) for h in heads for f in one]
+    out += [(h, f, g) for h in heads for f in two for g in two]
+    return out
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_edge_grid(name: str) -> None:
+    policy = packing_policy(name)
+    for layout in edge_layouts():
+        for gso in (False, True):
+            check_packing(policy, layout, gso)
 
 
 def sizes(policy: PackingPolicy, *layout: Piece) -> tuple[int, ...]:
@@ -189,29 +218,27 @@ class WholePieceCopy:
 
     name = "whole-piece"
 
-    def plan(self, layout: Layout, gso: bool) -> RxPlan:
+    def plan(self, layout: Sequence[Piece], gso: bool) -> RxPlan:
         return FullPacking().plan(tuple(Piece(0, p.length, 4) for p in layout), gso)
 
-    def estimate(self, layout: Layout, gso: bool) -> int:
+    def estimate(self, layout: Sequence[Piece], gso: bool) -> int:
         return FullPacking().estimate(layout, gso)
 
 
 class OffByOneEstimate(SeedPacking):
     name = "seed-off-by-one"
 
-    def estimate(self, layout: Layout, gso: bool) -> int:
+    def estimate(self, layout: Sequence[Piece], gso: bool) -> int:
         n = super().estimate(layout, gso)
         return n - 1 if len(layout) > 3 else n
 
 
 @pytest.mark.parametrize("broken", [WholePieceCopy(), OffByOneEstimate()])
 def test_checker_finds_broken_policies(broken: PackingPolicy) -> None:
-    from hypothesis import find
-
     found = find(
         layouts(),
         lambda layout: _fails(broken, layout),
-        settings=settings(max_examples=2000, database=None, deadline=None),
+        settings=settings(max_examples=2000, database=None, deadline=None, phases=[Phase.generate]),
     )
     assert _fails(broken, found)
 

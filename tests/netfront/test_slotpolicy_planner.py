@@ -27,7 +27,9 @@ def frames(offset: int, length: int, page: int) -> int:
     return (offset + length - 1) // page - offset // page + 1
 
 
-def brute_force(layout: Sequence[Piece], max_slots: int, max_bufs: int, page: int, head_min: int) -> Triple | None:
+def brute_force(
+    layout: Sequence[Piece], max_slots: int, max_bufs: int, page: int, head_min: int
+) -> Triple | None:
     total = sum(p.length for p in layout)
     hmin = min(head_min, total)
     owner: list[tuple[int, int]] = []  # per packet byte: (buffer, offset in its page)
@@ -110,7 +112,7 @@ def small_case(draw: st.DrawFn) -> tuple[tuple[Piece, ...], int, int, int, int]:
     page = draw(st.sampled_from([4, 8]))
     n = draw(st.integers(1, 4))
     budget = draw(st.integers(n, 9))  # total bytes: 3^(total-1) partitions at most
-    pieces = []
+    pieces: list[Piece] = []
     for i in range(n):
         order = draw(st.integers(0, 2))
         size = page << order

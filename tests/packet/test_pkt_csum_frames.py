@@ -69,9 +69,18 @@ CASES = [(4, "tcp"), (4, "udp"), (6, "tcp"), (6, "udp")]
 def test_built_frames_parse_in_scapy_with_right_checksums(ipv: int, proto: str, size: int) -> None:
     payload = os.urandom(size)
     f = build_frame(
-        ip=ipv, proto=proto, payload=payload, seq=0xFFFFFF00, ack=77, flags="SA",  # type: ignore[arg-type]
-        ip_id=4242, ttl=33, sport=1111, dport=2222, src_mac="02:11:22:33:44:55",
-    )  # fmt: skip
+        ip=ipv,
+        proto=proto,
+        payload=payload,
+        seq=0xFFFFFF00,
+        ack=77,
+        flags="SA",
+        ip_id=4242,
+        ttl=33,
+        sport=1111,
+        dport=2222,
+        src_mac="02:11:22:33:44:55",
+    )
     p, q = scapy_recomputed(f.data)
     assert p[Ether].src == "02:11:22:33:44:55"
     l4 = p[TCP] if proto == "tcp" else p[UDP]
@@ -103,8 +112,8 @@ def test_tcp_options_are_padded_and_parsed() -> None:
 @pytest.mark.parametrize(("ipv", "proto"), CASES)
 def test_partial_completion_equals_scapy(ipv: int, proto: str) -> None:
     payload = os.urandom(20001)
-    full = build_frame(ip=ipv, proto=proto, payload=payload)  # type: ignore[arg-type]
-    part = build_frame(ip=ipv, proto=proto, payload=payload, csum="partial")  # type: ignore[arg-type]
+    full = build_frame(ip=ipv, proto=proto, payload=payload)
+    part = build_frame(ip=ipv, proto=proto, payload=payload, csum="partial")
     assert part.csum is Csum.PARTIAL
     assert part.csum_start == part.headers.l4_off
     assert part.csum_offset == (16 if proto == "tcp" else 6)
@@ -144,7 +153,13 @@ def test_verify_catches_corruption() -> None:
 
 
 def test_parse_accepts_vlan_and_scapy_frames() -> None:
-    frame = bytes(Ether() / Dot1Q(vlan=5) / IPv6(src="fd00::5", dst="fd00::6") / TCP(options=[("NOP", None)] * 4) / b"zz")
+    frame = bytes(
+        Ether()
+        / Dot1Q(vlan=5)
+        / IPv6(src="fd00::5", dst="fd00::6")
+        / TCP(options=[("NOP", None)] * 4)
+        / b"zz"
+    )
     h = parse_l3l4(frame)
     assert (h.l3_off, h.ip_version, h.l4_off, h.l4_hlen, h.payload_len) == (18, 6, 58, 24, 2)
     assert verify(frame)
@@ -194,7 +209,7 @@ def test_build_refuses_bad_arguments() -> None:
 )
 def test_property_scapy_agrees(payload: bytes, case: tuple[int, str], mode: str) -> None:
     ipv, proto = case
-    f = build_frame(ip=ipv, proto=proto, payload=payload, csum=mode)  # type: ignore[arg-type]
+    f = build_frame(ip=ipv, proto=proto, payload=payload, csum=mode)
     skb = frame_skb(f, HeapPages())
     complete_partial(skb)
     out = skb.data()

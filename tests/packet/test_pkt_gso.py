@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -56,12 +57,22 @@ def check_segments(parent: BuiltFrame, segs: list[Skb], mss: int | None) -> None
         if i != 0:
             want &= ~FLAG_BITS["C"]
         assert int(p[TCP].flags) == want
-        assert (p[TCP].ack, p[TCP].window, p[TCP].options) == (orig[TCP].ack, orig[TCP].window, orig[TCP].options)
+        assert (p[TCP].ack, p[TCP].window, p[TCP].options) == (
+            orig[TCP].ack,
+            orig[TCP].window,
+            orig[TCP].options,
+        )
         q = Ether(data)
         del q[TCP].chksum
         if ipv == 4:
             assert p[IP].len == len(data) - 14
             assert p[IP].id == (orig[IP].id + i) % 2**16
+            assert (p[IP].flags, p[IP].ttl, p[IP].src, p[IP].dst) == (
+                orig[IP].flags,
+                orig[IP].ttl,
+                orig[IP].src,
+                orig[IP].dst,
+            )
             del q[IP].chksum
             q = Ether(bytes(q))
             assert p[IP].chksum == q[IP].chksum
@@ -74,14 +85,20 @@ def check_segments(parent: BuiltFrame, segs: list[Skb], mss: int | None) -> None
     assert got == payload
 
 
-def tso_frame(ipv: int, payload_len: int, csum: str = "full", **kw: object) -> BuiltFrame:
+def tso_frame(ipv: int, payload_len: int, csum: str = "full") -> BuiltFrame:
     return build_frame(
-        ip=ipv, payload=os.urandom(payload_len), seq=0xFFFFF000, ack=99, ip_id=0xFFFE,  # type: ignore[arg-type]
-        flags="FPAC", tcp_options=b"\x01\x01\x08\x0a" + bytes(8), csum=csum, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+        ip=ipv,
+        payload=os.urandom(payload_len),
+        seq=0xFFFFF000,
+        ack=99,
+        ip_id=0xFFFE,
+        flags="FPAC",
+        tcp_options=b"\x01\x01\x08\x0a" + bytes(8),
+        csum=csum,
+    )
 
 
-LAYOUTS = {
+LAYOUTS: dict[str, Callable[[int], Layout | None]] = {
     # everything in one order-4 compound head (crossing 15 boundaries): all payload copied
     "head_only": lambda total: (Piece(100, total, 4),) if total + 100 <= 16 * PAGE else None,
     # seed 000's shape: a 70-byte head across a boundary, frags crossing 4 KiB on compound pages
@@ -140,7 +157,9 @@ def test_foreign_frags_keep_their_grant_offsets() -> None:
     f = tso_frame(6, 30000)
     src = HeapPages()
     skb = frame_skb(f, src, frags_layout(Piece(0, 106, 0), len(f.data) - 106, 8, 4000, 1), gso_size=1448)
-    skb.frags = [dataclasses.replace(b, foreign=Foreign(7, 100 + i, b.offset)) for i, b in enumerate(skb.frags)]
+    skb.frags = [
+        dataclasses.replace(b, foreign=Foreign(7, 100 + i, b.offset)) for i, b in enumerate(skb.frags)
+    ]
     for s in segment(skb, 1448, src):
         for fr in s.frags:
             assert fr.foreign is not None and fr.foreign.domid == 7
@@ -181,10 +200,13 @@ def frame_and_layout(draw: st.DrawFn) -> tuple[BuiltFrame, Layout, int]:
     mss = draw(st.integers(1, 3000))
     size = draw(st.integers(0, min(60000, mss * 40)))
     f = build_frame(
-        ip=ipv, payload=draw(st.binary(min_size=size, max_size=size)) if size < 64 else os.urandom(size),  # type: ignore[arg-type]
-        seq=draw(st.integers(0, 2**32 - 1)), ip_id=draw(st.integers(0, 0xFFFF)),
-        flags=draw(st.sampled_from(["A", "PA", "FPA", "CA"])), csum=draw(st.sampled_from(["full", "partial"])),
-    )  # fmt: skip
+        ip=ipv,
+        payload=draw(st.binary(min_size=size, max_size=size)) if size < 64 else os.urandom(size),
+        seq=draw(st.integers(0, 2**32 - 1)),
+        ip_id=draw(st.integers(0, 0xFFFF)),
+        flags=draw(st.sampled_from(["A", "PA", "FPA", "CA"])),
+        csum=draw(st.sampled_from(["full", "partial"])),
+    )
     total = len(f.data)
     nbufs = draw(st.integers(1, min(18, total)))
     cuts = sorted(draw(st.sets(st.integers(1, total - 1), min_size=nbufs - 1, max_size=nbufs - 1)))
@@ -229,7 +251,7 @@ def fits18(s: Skb) -> bool:
 @pytest.mark.parametrize("csum", ["full", "partial"])
 def test_worst_case_51_slots_fits_after_recursion(csum: str) -> None:
     total = sum(p.length for p in WORST)
-    f = build_frame(payload=os.urandom(total - 54), seq=5, ip_id=1, flags="PA", csum=csum)  # type: ignore[arg-type]
+    f = build_frame(payload=os.urandom(total - 54), seq=5, ip_id=1, flags="PA", csum=csum)
     src = HeapPages()
     skb = frame_skb(f, src, WORST, gso_size=1448)
     assert skb.slots() == 51
@@ -266,7 +288,7 @@ def test_no_progress_is_refused_without_leaks() -> None:
     skb = frame_skb(tso_frame(4, 5000), src, WORST[:1] + (Piece(0, 5000 + 66 - 70, 1),))
     live = src.live
     with pytest.raises(GsoError, match="segmentation cannot help"):
-        segment_to_fit(skb, lambda s: False, src)
+        segment_to_fit(skb, lambda s: False, src, max_depth=64)
     assert src.live == live
     with pytest.raises(GsoError, match="after 2 levels"):
         segment_to_fit(skb, lambda s: s.len < 100, src, max_depth=2)

@@ -176,5 +176,262 @@ def bench_first_packet(runs: int, packets: int, as_json: bool) -> None:
     console.print(table)
 
 
+def _gso_option(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    kind, _, mss = text.partition(":")
+    types = {"tcpv4": 1, "tcpv6": 2}
+    if kind not in types or not mss.isdigit() or not 1 <= int(mss) <= 65535:
+        raise click.BadParameter(
+            f"{text!r}: want tcpv4:MSS or tcpv6:MSS, e.g. tcpv4:1448", param_hint="--gso"
+        )
+    return types[kind], int(mss)
+
+
+def _layout_from(head: str | None, frags: tuple[str, ...], preset: str | None) -> tuple[Any, ...]:
+    from ..packet.skb import LayoutError, validate_layout
+    from ..ports.pktgen import parse_piece, preset_layouts
+
+    try:
+        if preset:
+            if head or frags:
+                raise click.UsageError("give --preset or --head/--frag, not both")
+            layout = next(iter(preset_layouts(preset, 1, 1)))
+        else:
+            if not head:
+                raise click.UsageError("--head SIZE@OFFSET is required (or --preset)")
+            layout = tuple(parse_piece(t) for t in (head, *frags))
+        validate_layout(layout)
+    except LayoutError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return layout
+
+
+@main.command()
+@click.option("--head", help="The linear head: SIZE@OFFSET[/ORDER] (OFFSET inside its compound page).")
+@click.option("--frag", "frags", multiple=True, help="A frag: SIZE@OFFSET[/ORDER]; repeat for more.")
+@click.option("--preset", type=click.Choice(["worst", "cork", "random"]), help="A ready-made layout.")
+@click.option("--gso", help="tcpv4:MSS or tcpv6:MSS: the packet is a TCP GSO packet.")
+@click.option("--max-slots", default=18, show_default=True, type=click.IntRange(1, 256))
+@click.option("--json", "as_json", is_flag=True)
+def layout(
+    head: str | None,
+    frags: tuple[str, ...],
+    preset: str | None,
+    gso: str | None,
+    max_slots: int,
+    as_json: bool,
+) -> None:
+    """What each tx policy and each rx packing does with one packet layout (no world needed)."""
+    from ..analysis.layout import analyze
+
+    lay = _layout_from(head, frags, preset)
+    g = _gso_option(gso)
+    try:
+        out = analyze(lay, g, max_slots)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    t = Table(title=f"{out['length']} bytes, {out['tx_slots']} tx slots (limit {max_slots})")
+    for col in ("tx policy", "packets", "slots per packet", "bytes copied", "outcome"):
+        t.add_column(col)
+    for name, r in out["strategies"].items():
+        t.add_row(
+            name,
+            str(r["packets"]),
+            " ".join(map(str, r["slots"])) or "-",
+            f"{r['bytes_copied']:,}",
+            r["reason"],
+        )
+    console.print(t)
+    rx = Table(title="guest rx packing")
+    for col in ("packing", "buffers", "slots", "estimate"):
+        rx.add_column(col)
+    for name, r in out["rx"].items():
+        rx.add_row(name, str(r["buffers"]), str(r["slots"]), str(r["estimate"]))
+    console.print(rx)
+
+
+@main.command()
+@click.option(
+    "--preset",
+    type=click.Choice(["worst", "random", "cork", "linear", "mtu"]),
+    default="random",
+    show_default=True,
+    help="Layout family (ignored with --head).",
+)
+@click.option("--head", help="A fixed layout instead of a preset: SIZE@OFFSET[/ORDER].")
+@click.option("--frag", "frags", multiple=True, help="With --head: a frag SIZE@OFFSET[/ORDER].")
+@click.option("--count", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option(
+    "--rate", default=0.0, show_default=True, type=click.FloatRange(0), help="Packets/s, 0 = flat out."
+)
+@click.option("--ip", type=click.Choice(["4", "6"]), default="4", show_default=True)
+@click.option("--proto", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
+@click.option(
+    "--gso", "mss", default=0, type=click.IntRange(0, 65535), help="TCP GSO with this MSS (0 = off)."
+)
+@click.option(
+    "--direction",
+    type=click.Choice(["tx", "rx"]),
+    default="tx",
+    show_default=True,
+    help="tx: guest -> backend through netfront; rx: backend -> guest buffers.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["drop", "linearize", "segment", "relayout"]),
+    default="linearize",
+    show_default=True,
+    help="netfront too-many-slots policy.",
+)
+@click.option("--packing", type=click.Choice(["seed", "full"]), default="full", show_default=True)
+@click.option(
+    "--admission", type=click.Choice(["estimate", "fit-or-wait"]), default="fit-or-wait", show_default=True
+)
+@click.option(
+    "--data",
+    type=click.Choice(["copy", "map"]),
+    default="copy",
+    show_default=True,
+    help="netback tx: grant-copy or map the guest's pages.",
+)
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+def pktgen(
+    preset: str,
+    head: str | None,
+    frags: tuple[str, ...],
+    count: int,
+    rate: float,
+    ip: str,
+    proto: str,
+    mss: int,
+    direction: str,
+    policy: str,
+    packing: str,
+    admission: str,
+    data: str,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Send real TCP/UDP packets with chosen frag layouts through a sim world; verify every byte."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..netback.interface import NetbackConfig
+    from ..netback.tx import TxLimits
+    from ..netfront.device import NetfrontConfig
+    from ..ports.pktgen import TrafficSpec, preset_layouts
+    from ..world.pktgen_run import PktgenJob, run_pktgen
+
+    if head:
+        layouts = (_layout_from(head, frags, None),) * count
+    else:
+        layouts = tuple(preset_layouts(preset, count, seed))
+    if mss and proto != "tcp":
+        raise click.BadParameter("GSO needs --proto tcp", param_hint="--gso")
+    spec = TrafficSpec(ip=int(ip), proto=proto, mss=mss, seed=seed)  # type: ignore[arg-type]
+    job = PktgenJob(
+        layouts,
+        spec,
+        direction,  # type: ignore[arg-type]
+        rate,
+        NetfrontConfig(slot_policy=policy),
+        NetbackConfig(
+            tx_limits=TxLimits(data="map" if data == "map" else "copy"),
+            rx_packing=packing,
+            rx_admission=admission,
+        ),
+    )
+    if as_json:
+        r = run_pktgen(job)
+    else:
+        with Progress(
+            TextColumn("pktgen {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"{direction} {preset if not head else 'fixed'}", total=count)
+            r = run_pktgen(job, on_progress=lambda n: bar.update(task, completed=n))
+    s = r.summary()
+    if as_json:
+        click.echo(json.dumps(s, indent=2, default=str))
+    else:
+        t = Table(
+            title=f"pktgen {direction}: {count} x {preset if not head else 'fixed'} "
+            f"({proto}/ipv{ip}{f', gso {mss}' if mss else ''}), policy {policy}, packing {packing}, "
+            f"admission {admission}, data {data}",
+            show_header=False,
+        )
+        for k in ("packets_generated", "packets_on_ring", "frames_verified"):
+            t.add_row(k, str(s[k]))
+        t.add_row("packets/s", f"{s['pps']:,.0f}")
+        t.add_row("Gbit/s (payload)", f"{s['gbit_s']:.3f}")
+        t.add_row("slots/packet", f"{s['slots_per_packet']:.2f}")
+        t.add_row("bytes copied (tx policies)", f"{s['bytes_copied']:,}")
+        for k, v in s["policy"].items():
+            t.add_row(f"policy {k}", str(v))
+        for k, v in s["drops"].items():
+            t.add_row(f"drop/error {k}", str(v))
+        for d, a in s["accounting_after"].items():
+            t.add_row(f"d{d} held after", ", ".join(f"{k} {v}" for k, v in a.items()))
+        console.print(t)
+        for p in s["problems"]:
+            console.print(f"[red]PROBLEM[/red] {p}")
+    sys.exit(1 if s["problems"] else 0)
+
+
+@main.command()
+@click.option(
+    "--count",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Layouts per family (the worst case is one).",
+)
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option(
+    "--gso",
+    "mss",
+    default=1448,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Packets are TCPv4 GSO with this MSS (0: plain, so `segment` drops).",
+)
+@click.option("--max-slots", default=18, show_default=True, type=click.IntRange(1, 256))
+@click.option("--out", default="xennet-report", show_default=True, type=click.Path(file_okay=False))
+def report(count: int, seed: int, mss: int, max_slots: int, out: str) -> None:
+    """Run every tx policy and rx packing over a traffic mix; write a table, JSON and plots."""
+    from pathlib import Path
+
+    from ..analysis.report import FAMILIES, TX_POLICIES, run_report, write_report
+
+    data = run_report(count, seed, mss, max_slots)
+    t = Table(title=f"tx policies over {count} layouts per family (limit {max_slots} slots)")
+    for col in ("family", "policy", "over limit", "dropped", "packets out", "slots/pkt", "copied B/pkt"):
+        t.add_column(col)
+    for fam in FAMILIES:
+        for pol in TX_POLICIES:
+            st = data["tx"][pol][fam]
+            n = max(st["packets_in"], 1)
+            t.add_row(
+                fam,
+                pol,
+                str(st["over_limit"]),
+                str(st["dropped"]),
+                str(st["packets_out"]),
+                f"{st['slots'] / n:.1f}",
+                f"{st['bytes_copied'] / n:,.0f}",
+            )
+    console.print(t)
+    files = write_report(data, Path(out))
+    console.print("wrote " + ", ".join(str(f) for f in files))
+
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from ..platform.base import Platform
 from ..xenbus.device import HandshakeError
 from ..xenbus.paths import domain_path
+from ..xenbus.states import XenbusState
 from ..xenstore.client import XenstoreClient, XenstoreError
 from .interface import NetbackConfig, Vif
 
@@ -87,7 +88,8 @@ class Netback:
 
     def _reap_dead_frontends(self) -> None:
         for vif in self.vifs.values():
-            if vif.front_domid > 0 and vif.connected and not self.xs.is_domain_introduced(vif.front_domid):
+            if (vif.front_domid > 0 and vif.dev.state != XenbusState.Closed
+                    and not self.xs.is_domain_introduced(vif.front_domid)):
                 vif.frontend_died()
 
     def vif_for_port(self, port: int) -> Vif | None:

@@ -25,6 +25,7 @@ class NetbackConfig:
     rx_queue_bytes: int = 1 << 20
     rx_packing: str = "full"  # seed | full
     rx_admission: str = "fit-or-wait"  # estimate | fit-or-wait
+    rx_stall_timeout_s: float = 10.0  # XSA-392
     sg: bool = True
     gso: bool = True
     ipv6_csum_offload: bool = True
@@ -149,13 +150,24 @@ class Vif:
             raise
         c = self.config
         self.front_sg = c.sg and d.other_feature("feature-sg")
-        self.front_gso = self.front_sg and c.gso and (
-            d.other_feature("feature-gso-tcpv4") or d.other_feature("feature-gso-tcpv6")
+        self.front_gso = (
+            self.front_sg
+            and c.gso
+            and (d.other_feature("feature-gso-tcpv4") or d.other_feature("feature-gso-tcpv6"))
         )
         self.tx = TxQueue(self.platform, self.front_domid, tx_map, self.stats, c.tx_limits)
-        self.rx = RxQueue(self.platform, self.front_domid, rx_map, self.stats, c.rx_queue_bytes,
-                          packing=c.rx_packing, admission=c.rx_admission, sg=self.front_sg,
-                          gso=self.front_gso)
+        self.rx = RxQueue(
+            self.platform,
+            self.front_domid,
+            rx_map,
+            self.stats,
+            c.rx_queue_bytes,
+            packing=c.rx_packing,
+            admission=c.rx_admission,
+            sg=self.front_sg,
+            gso=self.front_gso,
+            stall_timeout_s=c.rx_stall_timeout_s,
+        )
         log.info(
             "%s: connected to domain %d (%s event channels)",
             self.name,
@@ -187,8 +199,9 @@ class Vif:
 
     def frontend_died(self) -> None:
         """The frontend's domain is gone: release what it gave us; nobody is left to handshake with."""
-        log.error("%s: frontend domain %d is gone; disconnecting", self.name, self.front_domid)
-        self.stats.fatal["peer_gone"] += 1
+        if not self.stats.fatal["peer_gone"]:  # one line and one count per death
+            log.error("%s: frontend domain %d is gone; disconnecting", self.name, self.front_domid)
+            self.stats.fatal["peer_gone"] += 1
         self._disconnect()
         self.dev.switch_state(XenbusState.Closing)
         self.dev.switch_state(XenbusState.Closed)

@@ -9,6 +9,7 @@ grant) are copied straight from that grant (seed 003); everything else from our 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -28,9 +29,19 @@ BATCH = 64  # packets per grant-copy batch
 
 
 class RxQueue:
-    def __init__(self, platform: Platform, front_domid: int, ring_map: Mapping, stats: VifStats,
-                 max_queued_bytes: int = 1 << 20, packing: str = "full", admission: str = "fit-or-wait",
-                 sg: bool = True, gso: bool = True) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        front_domid: int,
+        ring_map: Mapping,
+        stats: VifStats,
+        max_queued_bytes: int = 1 << 20,
+        packing: str = "full",
+        admission: str = "fit-or-wait",
+        sg: bool = True,
+        gso: bool = True,
+        stall_timeout_s: float = 10.0,
+    ) -> None:
         from .rxpolicy.admission import admission_policy
 
         self.platform = platform
@@ -46,6 +57,11 @@ class RxQueue:
         self.admission: Any = admission_policy(admission, self.packing)
         self.max_queued_bytes = max_queued_bytes  # XSA-392: a guest that stops reading is bounded
         self._queue: deque[tuple[Skb, Any]] = deque()  # (skb, the admission's ticket)
+        # XSA-392: a guest that stops posting buffers must not pin our queue (and, in map
+        # mode, other guests' grants) forever: after this long without progress, drop it all.
+        self.stall_timeout_s = stall_timeout_s
+        self._last_progress = time.monotonic()
+        self.carrier = True
         self._queued_bytes = 0
 
     @property
@@ -63,6 +79,8 @@ class RxQueue:
             reason = "needs_sg"
         elif skb.gso_size and not self.gso:
             reason = "needs_gso"
+        elif not self.carrier:
+            reason = "carrier_off"
         elif not self.has_room(skb.len):
             reason = "queue_full"
         ticket = None
@@ -74,6 +92,8 @@ class RxQueue:
             self.stats.rx_dropped[reason] += 1
             skb.release()
             return False
+        if not self._queue:
+            self._last_progress = time.monotonic()
         self._queue.append((skb, ticket))
         self._queued_bytes += skb.len
         self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, len(self._queue))
@@ -85,12 +105,13 @@ class RxQueue:
             return False
         if self.admission.reserved:
             need = self.packing.estimate(skb.layout, bool(skb.gso_size))
-            return self.admission.reserved + need <= self.ring.unconsumed_requests()
+            return bool(self.admission.reserved + need <= self.ring.unconsumed_requests())
         return True
 
     def process(self) -> bool:
         """Deliver queued packets into posted buffers.  Returns: notify the frontend?"""
         notify = False
+        self.poll_carrier()
         while self._queue:
             try:
                 self.ring.check_overflow()
@@ -113,7 +134,11 @@ class RxQueue:
                 self.stats.rx_waits += 1
                 if self.ring.final_check_for_requests():
                     continue
+                if time.monotonic() - self._last_progress > self.stall_timeout_s:
+                    self._stalled()
                 break
+            self._last_progress = time.monotonic()
+            self.carrier = True
             self._copy_and_respond(batch)
             notify |= self.ring.push_responses()
         return notify
@@ -129,14 +154,25 @@ class RxQueue:
                 for c in chunks:
                     src = bufs[c.src_index]
                     if src.foreign is not None:
-                        f = src.foreign
-                        source = CopyPtr(f.gref, f.domid, f.offset + (c.src_offset - src.offset))
+                        # another guest's bytes: copy straight from its grant(s)
+                        dst_off = c.dst_offset
+                        for f, n in src.foreign_pieces(c.src_offset - src.offset, c.length):
+                            ops.append(
+                                GrantCopy(
+                                    CopyPtr(f.gref, f.domid, f.offset),
+                                    CopyPtr(dest_req.gref, self.front_domid, dst_off),
+                                    n,
+                                )
+                            )
+                            dst_off += n
                         self.stats.rx_bytes_forwarded += c.length
-                    else:
-                        frame, off = divmod(c.src_offset, PAGE_SIZE)
-                        source = CopyPtr(src.page.frame + frame, DOMID_SELF, off, is_gref=False)
-                        self.stats.rx_bytes_staged += c.length
-                    ops.append(GrantCopy(source, CopyPtr(dest_req.gref, self.front_domid, c.dst_offset), c.length))
+                        continue
+                    frame, off = divmod(c.src_offset, PAGE_SIZE)
+                    source = CopyPtr(src.page.frame + frame, DOMID_SELF, off, is_gref=False)
+                    self.stats.rx_bytes_staged += c.length
+                    ops.append(
+                        GrantCopy(source, CopyPtr(dest_req.gref, self.front_domid, c.dst_offset), c.length)
+                    )
             spans.append((start, len(ops)))
         status = self.platform.mapper.copy(ops)
         self.stats.grant_copy_ops += len(ops)
@@ -171,6 +207,28 @@ class RxQueue:
             self.stats.rx_packets += 1
             self.stats.rx_bytes += skb.len
             self.stats.rx_slots += plan.slots
+
+    def _stalled(self) -> None:
+        log.error(
+            "rx: guest domain %d has not posted buffers for %.0f s: dropping %d queued packets, carrier off",
+            self.front_domid,
+            self.stall_timeout_s,
+            len(self._queue),
+        )
+        self.stats.rx_stalls += 1
+        for skb, ticket in self._queue:
+            self.stats.rx_dropped["stalled"] += 1
+            self.admission.on_done(ticket)
+            skb.release()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self.carrier = False  # until the guest posts buffers again (checked in process)
+
+    def poll_carrier(self) -> None:
+        """Carrier comes back once the guest has buffers posted again."""
+        if not self.carrier and self.ring.unconsumed_requests():
+            self.carrier = True
+            self._last_progress = time.monotonic()
 
     def teardown(self) -> None:
         for skb, ticket in self._queue:

@@ -16,11 +16,13 @@ class VifStats:
     rx_dropped: Counter[str] = field(default_factory=Counter)
     rx_queue_peak: int = 0
     mcast_ops: int = 0
-    tx_overflow_bytes: int = 0  # slots past 17 mapped frags, copied instead
+    tx_overflow_bytes: int = 0
+    tx_unshared_bytes: int = 0  # mapped data copied at disconnect: another guest still queued it
     rx_bytes_staged: int = 0  # bytes copied to the guest out of backend memory (not by grant A->B)
     rx_bytes_forwarded: int = 0  # bytes copied straight from another guest's grant (seed 003)
     rx_slots: int = 0
     rx_waits: int = 0  # a packet did not fit the posted buffers: wait for the guest to post more
+    rx_stalls: int = 0  # queues dropped because the guest stopped posting buffers (XSA-392)
     grant_copy_ops: int = 0
     grant_copy_batches: int = 0
     notifications_sent: int = 0

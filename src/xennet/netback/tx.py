@@ -62,8 +62,14 @@ class _Packet:
 
 
 class TxQueue:
-    def __init__(self, platform: Platform, front_domid: int, ring_map: Mapping, stats: VifStats,
-                 limits: TxLimits | None = None) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        front_domid: int,
+        ring_map: Mapping,
+        stats: VifStats,
+        limits: TxLimits | None = None,
+    ) -> None:
         self.platform = platform
         self.front_domid = front_domid
         self.ring_map = ring_map
@@ -73,7 +79,7 @@ class TxQueue:
             ring_map.view, netif.TX_REQUEST, netif.TX_RESPONSE, netif.TxRequest, netif.TxResponse
         )
         self.mcast: set[bytes] = set()  # addresses the frontend subscribed to (multicast control)
-        self.outstanding = 0  # mapped packets not yet released (their slots are unanswered)
+        self._outstanding: dict[int, _Packet] = {}  # mapped packets not yet released
         self.closed = False  # after teardown a late release must not touch the (unmapped) ring
         self._notify_pending = False
 
@@ -132,7 +138,9 @@ class TxQueue:
             more = True
             while more:
                 if not self.ring.unconsumed_requests():
-                    raise FatalFrontendError("missing_extra_info", "tx: extra info announced but not produced")
+                    raise FatalFrontendError(
+                        "missing_extra_info", "tx: extra info announced but not produced"
+                    )
                 raw = self.ring.get_request_bytes(netif.NETIF_EXTRA_INFO.size)
                 n_extras += 1
                 etype = raw[0]
@@ -145,7 +153,9 @@ class TxQueue:
         for etype in (netif.XEN_NETIF_EXTRA_TYPE_MCAST_ADD, netif.XEN_NETIF_EXTRA_TYPE_MCAST_DEL):
             if etype in extras:
                 addr = extras[etype][2:8]
-                (self.mcast.add if etype == netif.XEN_NETIF_EXTRA_TYPE_MCAST_ADD else self.mcast.discard)(addr)
+                (self.mcast.add if etype == netif.XEN_NETIF_EXTRA_TYPE_MCAST_ADD else self.mcast.discard)(
+                    addr
+                )
                 self.stats.mcast_ops += 1
                 self.ring.put_response(first.id, netif.NETIF_RSP_OKAY)
                 for _ in range(n_extras):
@@ -159,7 +169,9 @@ class TxQueue:
             if count >= lim.fatal_slots:
                 raise FatalFrontendError("too_many_slots", f"tx: packet uses {count + 1}+ slots")
             if not self.ring.unconsumed_requests():
-                raise FatalFrontendError("truncated_packet", "tx: packet continues past the produced requests")
+                raise FatalFrontendError(
+                    "truncated_packet", "tx: packet continues past the produced requests"
+                )
             req = self.ring.get_request()
             count += 1
             if req.offset + req.size > PAGE_SIZE:
@@ -176,7 +188,8 @@ class TxQueue:
         first_size = max(remaining, 0)
         if first.offset + first_size > PAGE_SIZE:
             raise FatalFrontendError(
-                "slot_crosses_page", f"tx: first slot offset {first.offset} + size {first_size} crosses the page"
+                "slot_crosses_page",
+                f"tx: first slot offset {first.offset} + size {first_size} crosses the page",
             )
         packet.slots.insert(0, _Slot(first, first_size))
         if packet.error is None and first.size < ETH_HLEN:
@@ -223,8 +236,9 @@ class TxQueue:
             self._offloads(packet, skb)
             self.stats.tx_packets += 1
             self.stats.tx_bytes += skb.len
-            if packet.maps:
-                self.outstanding += 1
+            if self.limits.data == "map":
+                # the skb names the guest's grants: answer its slots only when it is released
+                self._outstanding[id(packet)] = packet
                 skb.destructor = lambda p=packet: self._release_mapped(p)
             else:
                 self._respond(packet, netif.NETIF_RSP_OKAY)
@@ -241,6 +255,7 @@ class TxQueue:
         packet.staged_pages.append(head_page)
         frags: list[Buf] = []
         pulled = 0
+        head_runs: list[tuple[Foreign, int]] = []
         stage: Page | None = None
         stage_off = 0
         for slot in packet.slots:
@@ -250,6 +265,7 @@ class TxQueue:
             take = min(size, head_len - pulled)
             if take:
                 packet.ops.append(self._copy_op(req.gref, req.offset, head_page, pulled, take))
+                head_runs.append((Foreign(self.front_domid, req.gref, req.offset), take))
                 pulled += take
             rest, off = size - take, req.offset + take
             if not rest:
@@ -276,16 +292,19 @@ class TxQueue:
                 stage_off += n
                 off += n
                 rest -= n
-        head = Buf(head_page, 0, pulled)
-        if packet.slots[0].size >= pulled:
-            # the whole head came from the first slot: it can be forwarded by grant too
-            first = packet.slots[0].req
-            head = Buf(head_page, 0, pulled, Foreign(self.front_domid, first.gref, first.offset))
+        # The head is our copy (for headers), but it remembers the grants it came from, so a
+        # bridge can forward it by grant copy as well (seed 003).
+        if lim.data == "map" and head_runs:
+            head = Buf(head_page, 0, pulled, head_runs[0][0], tuple(head_runs) if len(head_runs) > 1 else ())
+        else:
+            head = Buf(head_page, 0, pulled)  # copy mode answers at once: no grant may be named later
         packet.skb = Skb(head, frags, pages=list(packet.staged_pages), source=mem)
         packet.staged_pages = []
 
     def _copy_op(self, gref: int, offset: int, dst: Page, dst_off: int, n: int) -> GrantCopy:
-        return GrantCopy(CopyPtr(gref, self.front_domid, offset), CopyPtr(dst.frame, DOMID_SELF, dst_off, False), n)
+        return GrantCopy(
+            CopyPtr(gref, self.front_domid, offset), CopyPtr(dst.frame, DOMID_SELF, dst_off, False), n
+        )
 
     def _offloads(self, packet: _Packet, skb: Skb) -> None:
         flags = packet.first.flags
@@ -314,8 +333,15 @@ class TxQueue:
         packet.staged_pages = []
         packet.skb = None
 
+    @property
+    def outstanding(self) -> int:
+        """Mapped packets still held somewhere (their slots are unanswered)."""
+        return len(self._outstanding)
+
     def _release_mapped(self, packet: _Packet) -> None:
         """The last user of a mapped packet is done: unmap, answer the guest's slots."""
+        if self._outstanding.pop(id(packet), None) is None:
+            return  # unshared at teardown: already unmapped, nobody left to answer
         for m in packet.maps:
             self.platform.mapper.unmap(m)
         packet.maps.clear()
@@ -323,7 +349,6 @@ class TxQueue:
             for page in packet.skb.pages:
                 self.platform.memory.free(page)
             packet.skb.pages.clear()
-        self.outstanding -= 1
         self._respond(packet, netif.NETIF_RSP_OKAY)
         self._notify_pending = True
 
@@ -341,6 +366,27 @@ class TxQueue:
                 self.ring.put_response(0, netif.NETIF_RSP_NULL)
 
     def teardown(self) -> None:
-        """Stop answering.  Staged pages belong to skbs; mapped packets still out there are
-        unmapped when their last user releases them."""
+        """Stop answering, and unshare: mapped packets still queued elsewhere (toward another
+        guest) get their bytes copied into our pages, so the guest's grants are unmapped now
+        and its disconnect never waits on another guest."""
         self.closed = True
+        mem = self.platform.memory
+        for packet in list(self._outstanding.values()):
+            skb = packet.skb
+            if skb is not None:
+                frags = []
+                for buf in skb.frags:
+                    if buf.foreign is None:
+                        frags.append(buf)
+                        continue
+                    page = mem.alloc(0)
+                    page.view[: buf.length] = buf.view
+                    skb.pages.append(page)
+                    frags.append(Buf(page, 0, buf.length))
+                    self.stats.tx_unshared_bytes += buf.length
+                skb.frags[:] = frags
+                skb.head = Buf(skb.head.page, skb.head.offset, skb.head.length)
+            for m in packet.maps:
+                self.platform.mapper.unmap(m)
+            packet.maps.clear()
+        self._outstanding.clear()

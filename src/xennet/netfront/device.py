@@ -201,8 +201,11 @@ class Netfront:
             self.rx = None
         self.retry_revoke()
         if self._revoke:
-            log.error("%s: backend still maps %d of our grants; keeping those pages until it lets go",
-                      self.dev.nodename, sum(len(r.refs) for r in self._revoke))
+            log.error(
+                "%s: backend still maps %d of our grants; keeping those pages until it lets go",
+                self.dev.nodename,
+                sum(len(r.refs) for r in self._revoke),
+            )
 
     @property
     def pending_revoke(self) -> int:

@@ -38,8 +38,9 @@ class _Posted:
 
 
 class RxQueue:
-    def __init__(self, platform: Platform, backend_domid: int, stats: NetfrontStats, fill: int = 256,
-                 gso: bool = False) -> None:
+    def __init__(
+        self, platform: Platform, backend_domid: int, stats: NetfrontStats, fill: int = 256, gso: bool = False
+    ) -> None:
         self.platform = platform
         self.backend_domid = backend_domid
         self.stats = stats
@@ -66,7 +67,9 @@ class RxQueue:
                 buf = self._recycle.pop()
             else:
                 page = self.platform.memory.alloc(0)
-                buf = _Posted(self.platform.grants.grant_access(self.backend_domid, page.frame, readonly=False), page)
+                buf = _Posted(
+                    self.platform.grants.grant_access(self.backend_domid, page.frame, readonly=False), page
+                )
             self._posted[req_id] = buf
             self.ring.put_request(req_id, buf.ref)
             posted += 1

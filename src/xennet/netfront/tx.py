@@ -72,7 +72,9 @@ class TxQueue:
 
             self.policy = policy_for("linearize")
         self.ring_page = self.platform.memory.alloc(0)
-        self.ring_ref = self.platform.grants.grant_access(self.backend_domid, self.ring_page.frame, readonly=False)
+        self.ring_ref = self.platform.grants.grant_access(
+            self.backend_domid, self.ring_page.frame, readonly=False
+        )
         self.ring: FrontRing[netif.TxRequest, netif.TxResponse] = FrontRing(
             self.ring_page.view, netif.TX_REQUEST, netif.TX_RESPONSE, netif.TxRequest, netif.TxResponse
         )
@@ -164,31 +166,33 @@ class TxQueue:
             self.stats.tx_soft_gso += 1
             _children(skb, outs, mem)
         result: list[Skb] = []
-        for s in outs:
-            if not f.sg and (s.frags or s.slots() > 1):
-                s = self._linearize_small(s)
-                if s is None:
-                    continue
-            if needs_bounce(s):
-                s2, copied = bounce(s, mem)
-                self.stats.tx_bounced += 1
-                self.stats.tx_bytes_copied += copied
-                if s2 is not s:
-                    _children(s, [s2], mem)
-                s = s2
+        for orig in outs:
+            s: Skb | None = orig
+            if not f.sg and (orig.frags or orig.slots() > 1):
+                s = self._linearize_small(orig)
+            if s is None:
+                continue
+            fitted = [s]
             if s.slots() > f.max_slots or len(s.frags) > MAX_SKB_FRAGS:
+                # the policy first: its output already puts the header in the first slot
                 outcome = self.policy.apply(s, f.max_slots, mem)
                 self.stats.record_policy(self.policy.name, outcome)
                 if outcome.dropped:
                     s.release(mem)
                     continue
-                if not (len(outcome.skbs) == 1 and outcome.skbs[0] is s):
-                    keep = [s, *(k for k in outcome.keepalive if k is not s)]
-                    for parent in keep:
-                        _children(parent, outcome.skbs, mem)
-                result.extend(outcome.skbs)
-            else:
-                result.append(s)
+                fitted = outcome.skbs
+                if not (len(fitted) == 1 and fitted[0] is s):
+                    for parent in [s, *(k for k in outcome.keepalive if k is not s)]:
+                        _children(parent, fitted, mem)
+            for out in fitted:
+                if needs_bounce(out):
+                    bounced, copied = bounce(out, mem)
+                    self.stats.tx_bounced += 1
+                    self.stats.tx_bytes_copied += copied
+                    if bounced is not out:
+                        _children(out, [bounced], mem)
+                    out = bounced
+                result.append(out)
         return result
 
     def _linearize_small(self, skb: Skb) -> Skb | None:

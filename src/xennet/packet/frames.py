@@ -12,7 +12,6 @@ import ipaddress
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from .csum import (
     IPPROTO_TCP,
@@ -215,8 +214,8 @@ def tcp_flags(flags: Flags) -> int:
 
 def build_frame(
     *,
-    ip: Literal[4, 6] = 4,
-    proto: Literal["tcp", "udp"] = "tcp",
+    ip: int = 4,  # 4 or 6 (checked: callers pass values from configuration)
+    proto: str = "tcp",  # "tcp" or "udp"
     payload: bytes = b"",
     src_mac: Mac = "02:00:00:00:00:01",
     dst_mac: Mac = "02:00:00:00:00:02",
@@ -232,7 +231,7 @@ def build_frame(
     ip_id: int = 0,
     ttl: int = 64,
     df: bool = True,
-    csum: Literal["full", "partial"] = "full",
+    csum: str = "full",  # "full" or "partial"
 ) -> BuiltFrame:
     """An Ethernet frame carrying ``payload`` in TCP or UDP over IPv4 or IPv6.
 
@@ -254,10 +253,20 @@ def build_frame(
                 raise FrameError(f"{len(tcp_options)} bytes of TCP options: at most 40")
             opts = tcp_options + bytes(-len(tcp_options) % 4)  # pad with EOL to a 4-byte multiple
             hlen = TCP_HLEN + len(opts)
-            l4h = struct.pack(
-                "!HHIIHHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
-                (hlen // 4) << 12 | tcp_flags(flags), window, 0, 0,
-            ) + opts
+            l4h = (
+                struct.pack(
+                    "!HHIIHHHH",
+                    sport,
+                    dport,
+                    seq & 0xFFFFFFFF,
+                    ack & 0xFFFFFFFF,
+                    (hlen // 4) << 12 | tcp_flags(flags),
+                    window,
+                    0,
+                    0,
+                )
+                + opts
+            )
         else:
             l4h = struct.pack("!HHHH", sport, dport, UDP_HLEN + len(payload), 0)
     except struct.error as e:
@@ -270,8 +279,17 @@ def build_frame(
     if ip == 4:
         l3 = bytearray(
             struct.pack(
-                "!BBHHHBBH4s4s", 0x45, 0, ip_hlen + l4_len, ip_id & 0xFFFF, IP_DF if df else 0,
-                ttl, pnum, 0, src, dst,
+                "!BBHHHBBH4s4s",
+                0x45,
+                0,
+                ip_hlen + l4_len,
+                ip_id & 0xFFFF,
+                IP_DF if df else 0,
+                ttl,
+                pnum,
+                0,
+                src,
+                dst,
             )
         )
         struct.pack_into("!H", l3, 10, ipv4_header_checksum(l3))

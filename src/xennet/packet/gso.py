@@ -199,12 +199,16 @@ def segment_to_fit(
     max_depth: int = 16,
 ) -> Segments:
     """Re-segment ``skb`` with ``split_size`` until every piece ``fits`` (e.g. ring slots <= 18),
-    recursively: a piece that still does not fit is segmented again (seed 000: the 51-slot
-    worst case needs three levels).
+    recursively: a piece that still does not fit is segmented again.  Seed 000's 51-slot
+    worst case needs two levels of segmentation (``depth`` 2): its "3 level recursion" counts
+    the start_xmit calls, the original one included.
 
     Returns the final pieces in order (``[skb]`` itself, depth 0, when it already fits).
     Intermediate segments are freed as soon as their own segments exist: those copy the head
     and reference only the original's frag pages, which stay owned by ``skb``.
+    IPv4 ids of the final pieces are consecutive from the original's (as one segmentation
+    would number them), not repeated per level.
+
     Terminates: every split at least halves the payload; a one-byte-payload piece that does
     not fit, or more than ``max_depth`` levels, raise ``GsoError``."""
     if fits(skb):
@@ -243,4 +247,14 @@ def segment_to_fit(
         for s in out:
             s.free(source)
         raise
+    h, hdr = _headers(skb)
+    if h.ip_version == 4 and out.depth > 1:
+        # each level numbers its segments from its own parent's id, so deeper levels would
+        # repeat ids; give the final pieces consecutive ids as one segmentation would
+        (id0,) = struct.unpack_from("!H", hdr, h.l3_off + 4)
+        for i, piece in enumerate(out):
+            ip = bytearray(piece.read(h.l3_off, h.ip_hlen))
+            struct.pack_into("!H", ip, 4, (id0 + i) & 0xFFFF)
+            struct.pack_into("!H", ip, 10, ipv4_header_checksum(ip))
+            piece.write(h.l3_off, bytes(ip))
     return out

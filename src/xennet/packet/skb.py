@@ -132,6 +132,22 @@ class Buf:
     offset: int
     length: int
     foreign: Foreign | None = None
+    # A buffer whose bytes came from several grants (a header pulled across slots): the
+    # (grant, byte count) runs in order.  Empty means ``foreign`` covers the whole buffer.
+    runs: tuple[tuple[Foreign, int], ...] = ()
+
+    def foreign_pieces(self, start: int, length: int) -> Iterator[tuple[Foreign, int]]:
+        """The grant sources of ``length`` bytes from ``start`` (an offset inside this buffer):
+        (Foreign pointing at the first byte, byte count) pieces.  Only for foreign buffers."""
+        runs = self.runs or (((self.foreign, self.length),) if self.foreign is not None else ())
+        pos = 0
+        for f, n in runs:
+            if f is None:
+                break
+            lo, hi = max(start, pos), min(start + length, pos + n)
+            if lo < hi:
+                yield Foreign(f.domid, f.gref, f.offset + (lo - pos)), hi - lo
+            pos += n
 
     @property
     def view(self) -> memoryview:

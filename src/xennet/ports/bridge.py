@@ -80,3 +80,17 @@ class LearningBridge:
                 self.stats.forwarded += 1
             else:
                 self.stats.dropped[f"{port.name}: refused"] += 1
+
+
+class VifPort:
+    """A netback vif as a bridge port: frames for it go into the guest's rx buffers."""
+
+    def __init__(self, vif: object) -> None:
+        from ..netback.interface import Vif
+
+        assert isinstance(vif, Vif)
+        self.vif = vif
+        self.name = vif.name
+
+    def deliver(self, skb: Skb) -> bool:
+        return self.vif.send_to_guest(skb)

@@ -15,8 +15,8 @@ from typing import Literal
 
 from ..packet.csum import ones_sum
 from ..packet.frames import FrameError, build_frame, frame_skb, parse_l3l4
-from ..packet.skb import MAX_ORDER, MAX_PACKET, MAX_SKB_FRAGS, Layout, LayoutError, PageSource, Piece, Skb
-from ..platform.base import PAGE_SIZE
+from ..packet.skb import MAX_PACKET, MAX_SKB_FRAGS, Layout, LayoutError, PageSource, Piece, Skb
+from ..platform.base import MAX_ORDER, PAGE_SIZE
 
 PRESETS = ("worst", "random", "cork", "linear", "mtu")
 _BLOCK = 4096
@@ -76,7 +76,9 @@ def random_layout(rng: random.Random, min_head: int = 128, max_len: int = MAX_PA
         if hi < lo:
             break
         length = rng.choice([rng.randint(lo, min(hi, lo + 64)), rng.randint(lo, hi)])
-        offset = rng.choice([0, rng.randint(0, size - length), size - length, max(0, PAGE_SIZE - 1 - length // 2)])
+        offset = rng.choice(
+            [0, rng.randint(0, size - length), size - length, max(0, PAGE_SIZE - 1 - length // 2)]
+        )
         offset = min(offset, size - length)
         pieces.append(Piece(offset, length, order))
         budget -= length
@@ -162,8 +164,16 @@ class Generator:
             payload = _UDP_TAG.pack(self.index, s.seed) + self.pattern.bytes_at(self.index * 65536, n)
             seq = 0
         try:
-            frame = build_frame(ip=s.ip, proto=s.proto, payload=payload, src_mac=s.src_mac, dst_mac=s.dst_mac,
-                                seq=seq, ip_id=self.index & 0xFFFF, csum=s.csum)
+            frame = build_frame(
+                ip=s.ip,
+                proto=s.proto,
+                payload=payload,
+                src_mac=s.src_mac,
+                dst_mac=s.dst_mac,
+                seq=seq,
+                ip_id=self.index & 0xFFFF,
+                csum=s.csum,
+            )
             skb = frame_skb(frame, source, layout, gso_size=s.mss if s.proto == "tcp" and s.mss else 0)
         except FrameError as exc:
             raise LayoutError(str(exc)) from None
@@ -211,10 +221,15 @@ class Verifier:
             if len(payload) < _UDP_TAG.size:
                 return "UDP payload too short for its tag"
             index, seed = _UDP_TAG.unpack_from(payload)
-            want = _UDP_TAG.pack(index, seed) + self.pattern.bytes_at(index * 65536, len(payload) - _UDP_TAG.size)
+            want = _UDP_TAG.pack(index, seed) + self.pattern.bytes_at(
+                index * 65536, len(payload) - _UDP_TAG.size
+            )
         if payload != want:
-            diff = next(i for i, (a, b) in enumerate(zip(payload, want, strict=False)) if a != b) if len(
-                payload) == len(want) else min(len(payload), len(want))
+            diff = (
+                next(i for i, (a, b) in enumerate(zip(payload, want, strict=False)) if a != b)
+                if len(payload) == len(want)
+                else min(len(payload), len(want))
+            )
             return f"payload differs from the pattern at byte {diff}"
         self.payload_bytes += len(payload)
         return None

@@ -51,9 +51,16 @@ def _verify(v: Verifier, skb: Skb) -> None:
     v.check(skb.data(), partial=skb.csum is Csum.PARTIAL)
 
 
-def _source_loop(job: PktgenJob, produce: Callable[[Skb], bool], gen: Generator, mem: Any,
-                 loop: DomainLoop, progress: Synchronized[int], done: Callable[[], bool],
-                 ready: Callable[[], bool]) -> tuple[int, float, float]:
+def _source_loop(
+    job: PktgenJob,
+    produce: Callable[[Skb], bool],
+    gen: Generator,
+    mem: Any,
+    loop: DomainLoop,
+    progress: Synchronized[int],
+    done: Callable[[], bool],
+    ready: Callable[[], bool],
+) -> tuple[int, float, float]:
     sent = 0
     t0 = t1 = 0.0
     deadline = time.monotonic() + job.deadline_s
@@ -80,7 +87,9 @@ def _source_loop(job: PktgenJob, produce: Callable[[Skb], bool], gen: Generator,
     return sent, t0, t1
 
 
-def guest_side(world_path: str, paths: VifPaths, job: PktgenJob, progress: Synchronized[int]) -> dict[str, Any]:
+def guest_side(
+    world_path: str, paths: VifPaths, job: PktgenJob, progress: Synchronized[int]
+) -> dict[str, Any]:
     world = SimWorld.attach(world_path)
     platform = world.platform(GUEST)
     xs = XenstoreClient(platform.xenstore_path())
@@ -111,7 +120,12 @@ def guest_side(world_path: str, paths: VifPaths, job: PktgenJob, progress: Synch
                 return ok
 
             sent, t0, t1 = _source_loop(
-                job, produce, gen, platform.memory, loop, progress,
+                job,
+                produce,
+                gen,
+                platform.memory,
+                loop,
+                progress,
                 done=lambda: front.tx is None or front.tx.in_flight == 0,
                 ready=lambda: front.connected,
             )
@@ -129,10 +143,16 @@ def guest_side(world_path: str, paths: VifPaths, job: PktgenJob, progress: Synch
             loop.run_once(0.05)
         front.stop_watching()
         return {
-            "sent": sent, "received": got, "seconds": (t1 - t0) if t1 else None,
-            "verify": {"frames": verifier.frames, "payload_bytes": verifier.payload_bytes,
-                       "errors": verifier.errors},
-            "stats": front.stats.as_dict(), "state": front.dev.state.name,
+            "sent": sent,
+            "received": got,
+            "seconds": (t1 - t0) if t1 else None,
+            "verify": {
+                "frames": verifier.frames,
+                "payload_bytes": verifier.payload_bytes,
+                "errors": verifier.errors,
+            },
+            "stats": front.stats.as_dict(),
+            "state": front.dev.state.name,
             "accounting": asdict(platform.accounting()),
         }
     finally:
@@ -141,7 +161,9 @@ def guest_side(world_path: str, paths: VifPaths, job: PktgenJob, progress: Synch
         platform.close()
 
 
-def backend_side(world_path: str, paths: VifPaths, job: PktgenJob, progress: Synchronized[int]) -> dict[str, Any]:
+def backend_side(
+    world_path: str, paths: VifPaths, job: PktgenJob, progress: Synchronized[int]
+) -> dict[str, Any]:
     world = SimWorld.attach(world_path)
     platform = world.platform(BACKEND)
     xs = XenstoreClient(platform.xenstore_path())
@@ -184,7 +206,12 @@ def backend_side(world_path: str, paths: VifPaths, job: PktgenJob, progress: Syn
                 return True
 
             sent, t0, t1 = _source_loop(
-                job, produce, gen, platform.memory, loop, progress,
+                job,
+                produce,
+                gen,
+                platform.memory,
+                loop,
+                progress,
                 done=lambda: vif() is None or vif().rx is None or vif().rx.queued == 0,
                 ready=lambda: vif() is not None and vif().connected,
             )
@@ -202,10 +229,16 @@ def backend_side(world_path: str, paths: VifPaths, job: PktgenJob, progress: Syn
                 break
         back.stop()
         return {
-            "sent": sent, "received": got, "seconds": (t1 - t0) if t1 else None,
-            "verify": {"frames": verifier.frames, "payload_bytes": verifier.payload_bytes,
-                       "errors": verifier.errors},
-            "vif": vif_info, "accounting": asdict(platform.accounting()),
+            "sent": sent,
+            "received": got,
+            "seconds": (t1 - t0) if t1 else None,
+            "verify": {
+                "frames": verifier.frames,
+                "payload_bytes": verifier.payload_bytes,
+                "errors": verifier.errors,
+            },
+            "vif": vif_info,
+            "accounting": asdict(platform.accounting()),
         }
     finally:
         loop.close()
@@ -258,9 +291,18 @@ class PktgenResult:
             "slots_per_packet": slots / sent_packets if sent_packets else 0.0,
             "bytes_copied": stats.get("tx_bytes_copied", 0),
             "policy": dict(stats.get("tx_policy", {})),
-            "drops": {**self.guest["stats"].get("tx_errors", {}), **self.guest["stats"].get("rx_errors", {}),
-                      **{f"backend {k}": v for k, v in self.backend["vif"].get("stats", {}).get("tx_errors", {}).items()},
-                      **{f"backend {k}": v for k, v in self.backend["vif"].get("stats", {}).get("rx_dropped", {}).items()}},
+            "drops": {
+                **self.guest["stats"].get("tx_errors", {}),
+                **self.guest["stats"].get("rx_errors", {}),
+                **{
+                    f"backend {k}": v
+                    for k, v in self.backend["vif"].get("stats", {}).get("tx_errors", {}).items()
+                },
+                **{
+                    f"backend {k}": v
+                    for k, v in self.backend["vif"].get("stats", {}).get("rx_dropped", {}).items()
+                },
+            },
             "verify_errors": self.sink["verify"]["errors"][:5],
             "accounting_after": self.accounting_after,
             "problems": self.problems,

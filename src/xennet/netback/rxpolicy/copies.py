@@ -8,7 +8,7 @@ hypervisor and never read through the backend's mapping.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from ...abi.grant_table import DOMID_SELF
@@ -36,32 +36,55 @@ class CopySpec(NamedTuple):
     length: int
 
 
-def _source(buf: Buf, index: int, src_offset: int, length: int) -> LocalSource | ForeignSource:
-    if src_offset < buf.offset or src_offset + length > buf.offset + buf.length:
-        raise PlanError(f"copy of {length} bytes at {src_offset} is outside piece {index}")
-    if buf.foreign is None:
-        frame, off = divmod(src_offset, PAGE_SIZE)
-        if frame >= buf.page.nr_frames or off + length > PAGE_SIZE:
-            raise PlanError(f"copy of {length} bytes at {src_offset} leaves a frame of piece {index}")
-        return LocalSource(frame, off)
-    f = buf.foreign
-    if f.offset < 0 or f.offset + buf.length > PAGE_SIZE:
-        raise PlanError(
-            f"piece {index}: foreign bytes at grant offset {f.offset} + {buf.length} leave the granted page"
-        )
-    return ForeignSource(f.domid, f.gref, f.offset + (src_offset - buf.offset))
+def _local(buf: Buf, index: int, src_offset: int, length: int) -> LocalSource:
+    frame, off = divmod(src_offset, PAGE_SIZE)
+    if frame >= buf.page.nr_frames or off + length > PAGE_SIZE:
+        raise PlanError(f"copy of {length} bytes at {src_offset} leaves a frame of piece {index}")
+    return LocalSource(frame, off)
+
+
+def _foreign(buf: Buf, index: int, src_offset: int, length: int) -> Iterator[tuple[ForeignSource, int]]:
+    """The grant pieces of a foreign buffer's bytes: one grant, or several runs (a header pulled
+    together from several tx slots).  Each must stay inside its granted page."""
+    covered = 0
+    for f, n in buf.foreign_pieces(src_offset - buf.offset, length):
+        if f.offset < 0 or f.offset + n > PAGE_SIZE:
+            raise PlanError(
+                f"piece {index}: {n} foreign bytes at grant offset {f.offset} leave the granted page"
+            )
+        covered += n
+        yield ForeignSource(f.domid, f.gref, f.offset), n
+    if covered != length:
+        raise PlanError(f"piece {index}: its grants cover {covered} of {length} bytes at {src_offset}")
 
 
 def copy_specs(skb: Skb, plan: RxPlan) -> list[CopySpec]:
-    """One spec per chunk of ``plan`` (made for ``skb.layout``), in order."""
+    """The copies for ``plan`` (made for ``skb.layout``), in order: one per chunk, except that a
+    chunk of a foreign buffer built from several grants takes one per grant it touches."""
     bufs = skb.bufs
     specs: list[CopySpec] = []
     for b, chunks in enumerate(plan.buffers):
         for c in chunks:
             if not 0 <= c.src_index < len(bufs):
                 raise PlanError(f"chunk {c}: the skb has {len(bufs)} pieces")
-            src = _source(bufs[c.src_index], c.src_index, c.src_offset, c.length)
-            specs.append(CopySpec(c.src_index, src, b, c.dst_offset, c.length))
+            buf = bufs[c.src_index]
+            if c.src_offset < buf.offset or c.src_offset + c.length > buf.offset + buf.length:
+                raise PlanError(f"chunk {c} is outside piece {c.src_index}")
+            if buf.foreign is None and not buf.runs:
+                specs.append(
+                    CopySpec(
+                        c.src_index,
+                        _local(buf, c.src_index, c.src_offset, c.length),
+                        b,
+                        c.dst_offset,
+                        c.length,
+                    )
+                )
+                continue
+            dst = c.dst_offset
+            for src, n in _foreign(buf, c.src_index, c.src_offset, c.length):
+                specs.append(CopySpec(c.src_index, src, b, dst, n))
+                dst += n
     return specs
 
 

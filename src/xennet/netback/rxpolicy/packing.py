@@ -2,7 +2,7 @@
 
 Both policies cut every head/frag into the pieces one grant copy can do: a copy may not cross
 a 4 KiB frame of the source, so a head or frag on a compound page (or a head that crosses a
-4 KiB boundary) is walked frame by frame (``page_pieces``).  Each policy has ``plan`` (build
+4 KiB boundary) is walked frame by frame (as ``page_pieces`` splits).  Each policy has ``plan`` (build
 the copy plan) and ``estimate`` (the ring slots it will need, from a counting pass that builds
 nothing: what the backend reserves before the packet is queued).
 
@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ...packet.skb import Piece, page_pieces
+from ...packet.skb import Piece
 from ...platform.base import PAGE_SIZE
-from .plan import RX_BUFFER_SIZE, PlanBuilder, PlanError, RxPlan, check_plan, packet_length
+from .plan import RX_BUFFER_SIZE, Chunk, PlanError, RxPlan, check_plan, finish_plan, packet_length
 
 
 class PackingPolicy(Protocol):
@@ -47,26 +47,32 @@ class SeedPacking:
     name = "seed"
 
     def plan(self, layout: Sequence[Piece], gso: bool) -> RxPlan:
-        out = PlanBuilder()
+        buffers: list[list[Chunk]] = [[]]
+        sizes = [0]
+        cur = buffers[0]
+        copy_off = 0
         for index, piece in enumerate(layout):
-            for frame, off, size in page_pieces(piece.offset, piece.length):
-                src = frame * PAGE_SIZE + off
-                while size > 0:
-                    copy_off = out.copy_off
-                    head = out.empty  # the packet's first bytes: they must go in the first buffer
-                    if copy_off == RX_BUFFER_SIZE or (
-                        copy_off + size > RX_BUFFER_SIZE  # would overflow this buffer,
-                        and size <= RX_BUFFER_SIZE  # (i) fits whole in the next one,
-                        and copy_off > 0  # (ii) this one already holds data,
-                        and not head  # (iii) and it is not the head
-                    ):
-                        out.new_buffer()
-                        copy_off = 0
-                    n = min(size, RX_BUFFER_SIZE - copy_off)
-                    out.add(index, src, n)
-                    src += n
-                    size -= n
-        return out.build(gso)
+            pos, end = piece.offset, piece.offset + piece.length
+            while pos < end:
+                size = min(end - pos, PAGE_SIZE - pos % PAGE_SIZE)  # one chunk: up to the frame end
+                head = copy_off == 0 and len(buffers) == 1  # the packet's first bytes: first buffer
+                if copy_off == RX_BUFFER_SIZE or (
+                    copy_off + size > RX_BUFFER_SIZE  # would overflow this buffer,
+                    and size <= RX_BUFFER_SIZE  # (i) fits whole in the next one,
+                    and copy_off > 0  # (ii) this one already holds data,
+                    and not head  # (iii) and it is not the head
+                ):
+                    sizes[-1] = copy_off
+                    cur = []
+                    buffers.append(cur)
+                    sizes.append(0)
+                    copy_off = 0
+                n = min(size, RX_BUFFER_SIZE - copy_off)  # == size: a chunk never overflows here
+                cur.append(Chunk(index, pos, copy_off, n))
+                copy_off += n
+                pos += n
+        sizes[-1] = copy_off
+        return finish_plan(buffers, sizes, gso)
 
     def estimate(self, layout: Sequence[Piece], gso: bool) -> int:
         # Counting pass.  A chunk of n (1..4096) bytes goes into the current buffer if it fits,
@@ -100,18 +106,26 @@ class FullPacking:
     name = "full"
 
     def plan(self, layout: Sequence[Piece], gso: bool) -> RxPlan:
-        out = PlanBuilder()
+        buffers: list[list[Chunk]] = [[]]
+        sizes = [0]
+        cur = buffers[0]
+        copy_off = 0
         for index, piece in enumerate(layout):
-            for frame, off, size in page_pieces(piece.offset, piece.length):
-                src = frame * PAGE_SIZE + off
-                while size > 0:
-                    if out.copy_off == RX_BUFFER_SIZE:
-                        out.new_buffer()
-                    n = min(size, RX_BUFFER_SIZE - out.copy_off)
-                    out.add(index, src, n)
-                    src += n
-                    size -= n
-        return out.build(gso)
+            pos, end = piece.offset, piece.offset + piece.length
+            while pos < end:
+                if copy_off == RX_BUFFER_SIZE:
+                    sizes[-1] = copy_off
+                    cur = []
+                    buffers.append(cur)
+                    sizes.append(0)
+                    copy_off = 0
+                # up to the end of the source frame, of the buffer, or of the piece
+                n = min(end - pos, PAGE_SIZE - pos % PAGE_SIZE, RX_BUFFER_SIZE - copy_off)
+                cur.append(Chunk(index, pos, copy_off, n))
+                copy_off += n
+                pos += n
+        sizes[-1] = copy_off
+        return finish_plan(buffers, sizes, gso)
 
     def estimate(self, layout: Sequence[Piece], gso: bool) -> int:
         total = packet_length(layout)

@@ -64,35 +64,11 @@ class RxPlan:
         return buffer + (1 if self.gso and buffer > 0 else 0)
 
 
-class PlanBuilder:
-    """Appends chunks buffer by buffer; ``new_buffer`` opens the next rx buffer."""
-
-    def __init__(self) -> None:
-        self._buffers: list[list[Chunk]] = [[]]
-        self._sizes: list[int] = [0]
-
-    @property
-    def copy_off(self) -> int:
-        """Bytes already in the current buffer."""
-        return self._sizes[-1]
-
-    @property
-    def empty(self) -> bool:
-        """Nothing copied yet: we are still at the start of the first buffer."""
-        return len(self._sizes) == 1 and self._sizes[0] == 0
-
-    def new_buffer(self) -> None:
-        self._buffers.append([])
-        self._sizes.append(0)
-
-    def add(self, src_index: int, src_offset: int, length: int) -> None:
-        self._buffers[-1].append(Chunk(src_index, src_offset, self._sizes[-1], length))
-        self._sizes[-1] += length
-
-    def build(self, gso: bool) -> RxPlan:
-        if self.empty:
-            raise PlanError("an empty packet cannot be received: the first buffer must hold data")
-        return RxPlan(tuple(tuple(b) for b in self._buffers), tuple(self._sizes), gso)
+def finish_plan(buffers: Sequence[Sequence[Chunk]], sizes: Sequence[int], gso: bool) -> RxPlan:
+    """Freeze a plan built buffer by buffer; an empty packet has no plan."""
+    if not sizes or sizes[0] == 0:
+        raise PlanError("an empty packet cannot be received: the first buffer must hold data")
+    return RxPlan(tuple(tuple(b) for b in buffers), tuple(sizes), gso)
 
 
 def packet_length(layout: Sequence[Piece]) -> int:

@@ -129,11 +129,23 @@ class SegmentPolicy:
 
     Only TCP GSO packets can be re-segmented; anything else goes to ``fallback`` (drop by
     default, as the seed's patch did), and the outcome's reason starts with "not GSO".
+
+    The pieces are bigger than the wire's MSS, so a piece carrying more than the original
+    gso_size of payload is sent as a GSO packet again, with the original gso_size and type
+    (the backend took this GSO type, or netfront would have segmented in software already);
+    without that the backend would see a 30 KB non-GSO frame.  ``keep_gso=False`` sends the
+    pieces as plain packets, as ``skb_segment`` leaves them.
     """
 
-    def __init__(self, fallback: TooManySlotsPolicy | None = None, segment_fn: SegmentFn | None = None):
+    def __init__(
+        self,
+        fallback: TooManySlotsPolicy | None = None,
+        segment_fn: SegmentFn | None = None,
+        keep_gso: bool = True,
+    ) -> None:
         self.fallback: TooManySlotsPolicy = fallback if fallback is not None else DropPolicy()
         self.segment_fn = segment_fn or _gso_segment_to_fit
+        self.keep_gso = keep_gso
         self.name = "segment" if isinstance(self.fallback, DropPolicy) else f"segment+{self.fallback.name}"
 
     def _fall_back(self, skb: Skb, max_slots: int, source: PageSource, why: str) -> PolicyOutcome:
@@ -159,9 +171,26 @@ class SegmentPolicy:
             return self._fall_back(skb, max_slots, source, "segments still do not fit")
         keep = [skb] if any(_borrows(s) for s in segs) else []
         reason = f"{_too_many(skb, max_slots)}: {len(segs)} segments"
+        if self.keep_gso:
+            regso = _restore_gso(skb, segs)
+            if regso:
+                reason += f", {regso} sent as GSO again"
         reported = getattr(segs, "bytes_copied", None)  # gso.Segments knows what it copied
         copied = reported if isinstance(reported, int) else sum(_owned_bytes(s) for s in segs)
         return PolicyOutcome(self.name, segs, copied, [count_slots(s) for s in segs], False, reason, keep)
+
+
+def _restore_gso(parent: Skb, segs: list[Skb]) -> int:
+    """Give segments with more than ``parent.gso_size`` payload bytes the parent's GSO state."""
+    from ...packet.frames import MAX_HEADER_LEN, parse_l3l4
+
+    hlen = parse_l3l4(parent.read(0, min(parent.len, MAX_HEADER_LEN)), headers_only=True).payload_off
+    n = 0
+    for s in segs:
+        if s is not parent and s.len - hlen > parent.gso_size:
+            s.gso_size, s.gso_type = parent.gso_size, parent.gso_type
+            n += 1
+    return n
 
 
 class RelayoutPolicy:
