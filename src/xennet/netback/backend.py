@@ -88,8 +88,11 @@ class Netback:
 
     def _reap_dead_frontends(self) -> None:
         for vif in self.vifs.values():
-            if (vif.front_domid > 0 and vif.dev.state != XenbusState.Closed
-                    and not self.xs.is_domain_introduced(vif.front_domid)):
+            if (
+                vif.front_domid > 0
+                and vif.dev.state != XenbusState.Closed
+                and not self.xs.is_domain_introduced(vif.front_domid)
+            ):
                 vif.frontend_died()
 
     def vif_for_port(self, port: int) -> Vif | None:

@@ -54,6 +54,10 @@ class RxQueue:
             ring_map.view, netif.RX_REQUEST, netif.RX_RESPONSE, netif.RxRequest, netif.RxResponse
         )
         self.packing = packing_policy(packing)
+        # A netfront takes at most XEN_NETIF_NR_SLOTS_MIN data slots per packet; a plan that
+        # needs more (the seed packing on frag-heavy layouts) is redone by filling every buffer.
+        self.max_buffers = netif.XEN_NETIF_NR_SLOTS_MIN
+        self._fallback = packing_policy("full")
         self.admission: Any = admission_policy(admission, self.packing)
         self.max_queued_bytes = max_queued_bytes  # XSA-392: a guest that stops reading is bounded
         self._queue: deque[tuple[Skb, Any]] = deque()  # (skb, the admission's ticket)
@@ -124,6 +128,9 @@ class RxQueue:
                 if not adm.go:
                     break
                 plan = adm.plan
+                if plan.nbuffers > self.max_buffers:
+                    plan = self._fallback.plan(skb.layout, bool(skb.gso_size))
+                    self.stats.rx_repacked += 1
                 self._queue.popleft()
                 self._queued_bytes -= skb.len
                 self.admission.on_done(ticket)

@@ -22,6 +22,7 @@ class VifStats:
     rx_bytes_forwarded: int = 0  # bytes copied straight from another guest's grant (seed 003)
     rx_slots: int = 0
     rx_waits: int = 0  # a packet did not fit the posted buffers: wait for the guest to post more
+    rx_repacked: int = 0  # plans over the netfront's 18-slot limit, redone with `full` packing
     rx_stalls: int = 0  # queues dropped because the guest stopped posting buffers (XSA-392)
     grant_copy_ops: int = 0
     grant_copy_batches: int = 0

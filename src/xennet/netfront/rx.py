@@ -102,6 +102,7 @@ class RxQueue:
         if buf is None:
             raise DeviceBroken(f"rx: response in slot {idx}, where no buffer was posted")
         if rsp.id != idx:
+            self.revoke.append(Revoke([buf.ref], [buf.page]))  # still ours: freed at teardown
             raise DeviceBroken(f"rx: response id {rsp.id} in slot {idx}: an id never issued there")
         return rsp, buf
 

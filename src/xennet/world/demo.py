@@ -109,3 +109,27 @@ def _problems(r: DemoResult, plan: TrafficPlan) -> list[str]:
     if g["state"] != "Closed":
         out.append(f"guest vif ended in state {g['state']}")
     return out
+
+
+def run_policy_demo(mixed: int = 40, seed: int = 1) -> list[dict[str, Any]]:
+    """The worst case (51 slots) plus a mixed run, under each tx policy and each rx packing,
+    across processes with every frame checked at the far end."""
+    from ..netback.interface import NetbackConfig
+    from ..netfront.device import NetfrontConfig
+    from ..ports.pktgen import TrafficSpec, preset_layouts, worst_layout
+    from .pktgen_run import PktgenJob, run_pktgen
+
+    layouts = (
+        (worst_layout(),)
+        + tuple(preset_layouts("random", mixed, seed))
+        + tuple(preset_layouts("cork", mixed // 4, seed))
+    )
+    spec = TrafficSpec(mss=1448, seed=seed)
+    rows: list[dict[str, Any]] = []
+    for policy in ("drop", "linearize", "segment", "relayout"):
+        r = run_pktgen(PktgenJob(layouts, spec, "tx", front=NetfrontConfig(slot_policy=policy)))
+        rows.append({"path": f"tx policy {policy}", **r.summary()})
+    for packing in ("seed", "full"):
+        r = run_pktgen(PktgenJob(layouts, spec, "rx", back=NetbackConfig(rx_packing=packing)))
+        rows.append({"path": f"rx packing {packing}", **r.summary()})
+    return rows

@@ -217,7 +217,7 @@ def backend_side(
             )
             xs.write(f"{paths.frontend}/pktgen-done", "1")
         deadline = time.monotonic() + job.deadline_s
-        seen = False
+        seen = job.direction == "rx" and sent > 0  # the source loop ran on a connected vif
         while time.monotonic() < deadline:
             loop.run_once(0.05)
             for v in back.vifs.values():
