@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..packet.skb import Skb, build_skb, linear_layout
+from ..packet.skb import PageSource, Skb, build_skb, linear_layout
 from ..platform.base import Mapping, PeerGone, Platform, PlatformError
+from ..platform.pagecache import PageCache
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.states import XenbusState
 from ..xenstore.client import XenstoreClient, XenstoreError
@@ -44,6 +45,7 @@ class Vif:
         self.stats = VifStats()
         self.front_domid = -1
         self.front_sg = self.front_gso = False
+        self.pages: PageCache | None = None
         self.tx: TxQueue | None = None
         self.rx: RxQueue | None = None
         self._maps: list[Mapping] = []
@@ -155,7 +157,8 @@ class Vif:
             and c.gso
             and (d.other_feature("feature-gso-tcpv4") or d.other_feature("feature-gso-tcpv6"))
         )
-        self.tx = TxQueue(self.platform, self.front_domid, tx_map, self.stats, c.tx_limits)
+        self.pages = PageCache(self.platform.memory)
+        self.tx = TxQueue(self.platform, self.front_domid, tx_map, self.stats, c.tx_limits, self.pages)
         self.rx = RxQueue(
             self.platform,
             self.front_domid,
@@ -183,6 +186,9 @@ class Vif:
         if self.rx is not None:
             self.rx.teardown()
             self.rx = None
+        if self.pages is not None:
+            self.pages.close()
+            self.pages = None
         ev = self.platform.evtchn
         for port in {self.tx_port, self.rx_port}:
             if port > 0:
@@ -270,7 +276,12 @@ class Vif:
         if self.rx is None:
             self.stats.rx_dropped["not_connected"] += 1
             return False
-        return self.send_to_guest(build_skb(frame, linear_layout(len(frame)), self.platform.memory))
+        return self.send_to_guest(build_skb(frame, linear_layout(len(frame)), self.memory))
+
+    @property
+    def memory(self) -> PageSource:
+        """Where to build skbs toward the guest: the vif's page cache while connected."""
+        return self.pages if self.pages is not None else self.platform.memory
 
     def kick_rx(self) -> None:
         if self.rx is None:

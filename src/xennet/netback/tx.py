@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..abi import netif
 from ..abi.grant_table import DOMID_SELF, GNTST_NAMES, GNTST_okay
@@ -69,8 +69,10 @@ class TxQueue:
         ring_map: Mapping,
         stats: VifStats,
         limits: TxLimits | None = None,
+        pages: Any = None,
     ) -> None:
         self.platform = platform
+        self.pages = pages if pages is not None else platform.memory
         self.front_domid = front_domid
         self.ring_map = ring_map
         self.stats = stats
@@ -248,7 +250,7 @@ class TxQueue:
     def _plan(self, packet: _Packet) -> None:
         """Allocate the head (and staging pages), map slots, and list the grant copies."""
         lim = self.limits
-        mem = self.platform.memory
+        mem = self.pages
         total = packet.first.size
         head_len = min(total, lim.copy_len)
         head_page = mem.alloc(0)
@@ -328,7 +330,7 @@ class TxQueue:
         packet.maps.clear()
         pages = packet.skb.pages if packet.skb is not None else packet.staged_pages
         for page in pages:
-            self.platform.memory.free(page)
+            self.pages.free(page)
         pages.clear()
         packet.staged_pages = []
         packet.skb = None
@@ -347,7 +349,7 @@ class TxQueue:
         packet.maps.clear()
         if packet.skb is not None:
             for page in packet.skb.pages:
-                self.platform.memory.free(page)
+                self.pages.free(page)
             packet.skb.pages.clear()
         self._respond(packet, netif.NETIF_RSP_OKAY)
         self._notify_pending = True
@@ -370,7 +372,7 @@ class TxQueue:
         guest) get their bytes copied into our pages, so the guest's grants are unmapped now
         and its disconnect never waits on another guest."""
         self.closed = True
-        mem = self.platform.memory
+        mem = self.pages
         for packet in list(self._outstanding.values()):
             skb = packet.skb
             if skb is not None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..packet.skb import Skb
+from ..packet.skb import PageSource, Skb
 from ..platform.base import PeerGone, Platform, PlatformError
+from ..platform.pagecache import PageCache
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
@@ -49,6 +50,7 @@ class Netfront:
         self.rx: RxQueue | None = None
         self.tx_port = self.rx_port = -1
         self.features = TxFeatures()
+        self.pages: PageCache | None = None
         self.backend_connected = False
         self.broken = False
         self._revoke: list[Revoke] = []  # grants the backend still maps (XSA-396)
@@ -123,8 +125,13 @@ class Netfront:
             max_slots=c.max_slots,
         )
         self.features = features
-        self.tx = TxQueue(self.platform, self.backend_domid, self.stats, features, policy_for(c.slot_policy))
-        self.rx = RxQueue(self.platform, self.backend_domid, self.stats, c.rx_fill, gso=c.gso and c.sg)
+        self.pages = PageCache(self.platform.memory)
+        self.tx = TxQueue(
+            self.platform, self.backend_domid, self.stats, features, policy_for(c.slot_policy), self.pages
+        )
+        self.rx = RxQueue(
+            self.platform, self.backend_domid, self.stats, c.rx_fill, gso=c.gso and c.sg, pages=self.pages
+        )
         ev = self.platform.evtchn
         self.tx_port = ev.alloc_unbound(self.backend_domid)
         self.rx_port = ev.alloc_unbound(self.backend_domid) if split else self.tx_port
@@ -199,6 +206,9 @@ class Netfront:
         if self.rx is not None:
             self._revoke += self.rx.teardown()
             self.rx = None
+        if self.pages is not None:
+            self.pages.close()
+            self.pages = None
         self.retry_revoke()
         if self._revoke:
             log.error(
@@ -234,6 +244,11 @@ class Netfront:
             skb.release(self.platform.memory)
             return True
         return self.tx.send(skb)
+
+    @property
+    def memory(self) -> PageSource:
+        """Where to build skbs for ``send``: the device's page cache while connected."""
+        return self.pages if self.pages is not None else self.platform.memory
 
     def send_frame(self, frame: bytes | memoryview) -> bool:
         """Copy a frame into our memory and queue it; False (not taken) while stopped."""

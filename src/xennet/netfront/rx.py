@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from ..abi import netif
 from ..packet.skb import GSO_TCPV4, GSO_TCPV6, Buf, Csum, Skb
@@ -39,9 +40,16 @@ class _Posted:
 
 class RxQueue:
     def __init__(
-        self, platform: Platform, backend_domid: int, stats: NetfrontStats, fill: int = 256, gso: bool = False
+        self,
+        platform: Platform,
+        backend_domid: int,
+        stats: NetfrontStats,
+        fill: int = 256,
+        gso: bool = False,
+        pages: Any = None,
     ) -> None:
         self.platform = platform
+        self.pages = pages if pages is not None else platform.memory
         self.backend_domid = backend_domid
         self.stats = stats
         self.gso = gso  # we offered feature-gso-*: the backend may send GSO extra info
@@ -66,7 +74,7 @@ class RxQueue:
             if self._recycle:
                 buf = self._recycle.pop()
             else:
-                page = self.platform.memory.alloc(0)
+                page = self.pages.alloc(0)
                 buf = _Posted(
                     self.platform.grants.grant_access(self.backend_domid, page.frame, readonly=False), page
                 )
@@ -155,7 +163,7 @@ class RxQueue:
 
     def _give_back(self, buf: _Posted) -> None:
         if self.platform.grants.end_access(buf.ref):
-            self.platform.memory.free(buf.page)
+            self.pages.free(buf.page)
         else:
             self.stats.rx_errors["backend_kept_mapping"] += 1
             self.revoke.append(Revoke([buf.ref], [buf.page]))
@@ -190,12 +198,12 @@ class RxQueue:
                 self.stats.rx_errors["backend_kept_mapping"] += 1
                 self.revoke.append(Revoke([posted.ref], [posted.page]))
                 for page in pages:
-                    self.platform.memory.free(page)
+                    self.pages.free(page)
                 raise BadPacket("backend_kept_mapping")
             pages.append(posted.page)
             if rsp.status:
                 bufs.append(Buf(posted.page, rsp.offset, rsp.status))
-        skb = _pull_head(bufs, pages, self.platform)
+        skb = _pull_head(bufs, pages, self.pages)
         skb.gso_size, skb.gso_type = gso_size, gso_type
         flags = slots[0][0].flags
         if flags & netif.NETRXF_csum_blank:
@@ -203,7 +211,7 @@ class RxQueue:
             from ..packet.offload import set_partial_offsets
 
             if not set_partial_offsets(skb):
-                skb.release(self.platform.memory)
+                skb.release(self.pages)
                 raise BadPacket("csum_blank_unparseable")
         elif flags & netif.NETRXF_data_validated:
             skb.csum = Csum.UNNECESSARY
@@ -223,9 +231,9 @@ class RxQueue:
         return out
 
 
-def _pull_head(bufs: list[Buf], pages: list[Page], platform: Platform) -> Skb:
+def _pull_head(bufs: list[Buf], pages: list[Page], source: Any) -> Skb:
     """Copy up to RX_COPY_THRESHOLD bytes into a fresh head page; the rest stay as frags."""
-    head_page = platform.memory.alloc(0)
+    head_page = source.alloc(0)
     want = min(RX_COPY_THRESHOLD, sum(b.length for b in bufs))
     pos = 0
     frags: list[Buf] = []
@@ -236,4 +244,4 @@ def _pull_head(bufs: list[Buf], pages: list[Page], platform: Platform) -> Skb:
             pos += take
         if b.length > take:
             frags.append(Buf(b.page, b.offset + take, b.length - take))
-    return Skb(Buf(head_page, 0, want), frags, pages=[head_page, *pages], source=platform.memory)
+    return Skb(Buf(head_page, 0, want), frags, pages=[head_page, *pages], source=source)

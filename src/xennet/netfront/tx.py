@@ -65,8 +65,11 @@ class TxQueue:
     stats: NetfrontStats
     features: TxFeatures = field(default_factory=TxFeatures)
     policy: Any = None  # a netfront.slotpolicy.TooManySlotsPolicy; None = the default (linearize)
+    pages: Any = None  # where packet pages come from (a PageCache); None = the domain's memory
 
     def __post_init__(self) -> None:
+        if self.pages is None:
+            self.pages = self.platform.memory
         if self.policy is None:
             from .slotpolicy import policy_for
 
@@ -94,7 +97,7 @@ class TxQueue:
             return True
         if self.stopped:
             return False
-        return self.send(build_skb(bytes(frame), linear_layout(len(frame)), self.platform.memory))
+        return self.send(build_skb(bytes(frame), linear_layout(len(frame)), self.pages))
 
     def send(self, skb: Skb) -> bool:
         """Take an skb we own (freed once the backend has answered for it).  False, without
@@ -157,7 +160,7 @@ class TxQueue:
         from .slotpolicy import bounce, needs_bounce
 
         f = self.features
-        mem = self.platform.memory
+        mem = self.pages
         outs = [skb]
         if skb.gso_size and not (
             (skb.gso_type == GSO_TCPV4 and f.gso_tcpv4) or (skb.gso_type == GSO_TCPV6 and f.gso_tcpv6)
@@ -199,12 +202,12 @@ class TxQueue:
         """No scatter-gather: one slot per packet, so at most one page."""
         if skb.len > PAGE_SIZE:
             self.stats.tx_errors["too_big_without_sg"] += 1
-            skb.release(self.platform.memory)
+            skb.release(self.pages)
             return None
-        out = build_skb(skb.data(), linear_layout(skb.len), self.platform.memory)
+        out = build_skb(skb.data(), linear_layout(skb.len), self.pages)
         out.csum, out.csum_start, out.csum_offset = skb.csum, skb.csum_start, skb.csum_offset
         self.stats.tx_bytes_copied += skb.len
-        _children(skb, [out], self.platform.memory)
+        _children(skb, [out], self.pages)
         return out
 
     # --- completions ----------------------------------------------------------------
@@ -253,7 +256,7 @@ class TxQueue:
             log.error("tx: backend still maps grants %s after answering for them", kept)
             self.revoke.append(Revoke(kept, list(packet.skb.pages)))
             packet.skb.pages.clear()
-        packet.skb.release(self.platform.memory)
+        packet.skb.release(self.pages)
 
     @property
     def in_flight(self) -> int:
@@ -270,7 +273,7 @@ class TxQueue:
         self._inflight.clear()
         self._slots.clear()
         for skb in self._backlog:
-            skb.release(self.platform.memory)
+            skb.release(self.pages)
         self._backlog.clear()
         out.append(Revoke([self.ring_ref], [self.ring_page]))
         return out
