@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from xennet.platform.sim import SimWorld
 from xennet.world.demo import run_demo
 from xennet.world.domains import TrafficPlan, guest_main, serve_backend
 from xennet.world.procs import DomainProcess
+from xennet.world.toolstack import SimToolstack
 from xennet.xenbus.paths import VifPaths
 from xennet.xenbus.toolstack import VifSpec, attach_vif
-from xennet.xenstore import daemon as xenstored
-from xennet.xenstore.client import XenstoreClient
 
 pytestmark = pytest.mark.slow
 
@@ -34,36 +29,10 @@ def test_demo_moves_verified_frames_both_ways_and_leaks_nothing() -> None:
     }
 
 
-class Toolstack:
-    def __init__(self, tmp: Path) -> None:
-        self.sock = str(tmp / "xenstored.sock")
-        self.daemon = xenstored.spawn(self.sock)
-        self.world = SimWorld.create(xenstore_socket=self.sock)
-        self.xs = XenstoreClient(self.sock)
-        self.procs: list[DomainProcess] = []
-
-    def domain(self, domid: int) -> None:
-        self.world.create_domain(domid, nr_frames=2048)
-        if domid:
-            self.xs.introduce(domid, 0, 0)
-
-    def close(self) -> None:
-        for p in self.procs:
-            p.kill()
-        self.xs.close()
-        self.world.destroy()
-        xenstored.stop(self.daemon)
-
-
 @pytest.fixture
-def toolstack() -> Iterator[Toolstack]:
-    tmp = Path(tempfile.mkdtemp(prefix="xennet-test-"))
-    ts = Toolstack(tmp)
-    try:
+def toolstack() -> Iterator[SimToolstack]:
+    with SimToolstack("xennet-test-") as ts:
         yield ts
-    finally:
-        ts.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _wait(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
@@ -75,10 +44,10 @@ def _wait(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def test_a_killed_guest_is_noticed_and_the_backend_keeps_serving(toolstack: Toolstack) -> None:
+def test_a_killed_guest_is_noticed_and_the_backend_keeps_serving(toolstack: SimToolstack) -> None:
     ts = toolstack
     for d in (0, 1, 2):
-        ts.domain(d)
+        ts.domain(d, 2048)
     stop = "/local/domain/0/xennet-test-stop"
     back = DomainProcess("backend", serve_backend, ts.world.path, 0, stop, False)
     ts.procs.append(back)
@@ -127,10 +96,10 @@ def test_a_killed_guest_is_noticed_and_the_backend_keeps_serving(toolstack: Tool
     assert b["accounting"] == {"pages": 0, "grants": 0, "maps": 0, "ports": 0}
 
 
-def test_a_killed_backend_is_noticed_and_the_guest_gets_its_grants_back(toolstack: Toolstack) -> None:
+def test_a_killed_backend_is_noticed_and_the_guest_gets_its_grants_back(toolstack: SimToolstack) -> None:
     ts = toolstack
     for d in (0, 1):
-        ts.domain(d)
+        ts.domain(d, 2048)
     back = DomainProcess("backend", serve_backend, ts.world.path, 0, "/local/domain/0/never", False)
     ts.procs.append(back)
     paths = VifPaths(1, 0, 0)

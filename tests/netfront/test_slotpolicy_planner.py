@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xennet.netfront.policy import Copied, Kept, NoPlan, RelayoutPlan, relayout_plan
+from xennet.netfront.slotpolicy import Copied, Kept, NoPlan, RelayoutPlan, relayout_plan
 from xennet.packet.skb import Piece
 from xennet.platform.base import MAX_ORDER
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xennet.netfront.policy import (
+from xennet.netfront.slotpolicy import (
     PolicyOutcome,
     TooManySlotsPolicy,
     UnknownPolicy,

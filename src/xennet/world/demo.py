@@ -3,20 +3,14 @@ one vif, frames both ways, every byte checked, counters and accounting reported.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..platform.sim import SimWorld
 from ..xenbus.paths import VifPaths
-from ..xenbus.toolstack import VifSpec, attach_vif, detach_vif
-from ..xenstore import daemon as xenstored
-from ..xenstore.client import XenstoreClient
+from ..xenbus.toolstack import VifSpec
 from .domains import TrafficPlan, backend_main, guest_main
-from .procs import DomainProcess
+from .toolstack import SimToolstack
 
 BACKEND_DOMID = 0
 GUEST_DOMID = 1
@@ -56,41 +50,22 @@ def run_demo(
     deadline_s: float = 60.0,
 ) -> DemoResult:
     t0 = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="xennet-demo-"))
-    sock = str(tmp / "xenstored.sock")
-    daemon = xenstored.spawn(sock)
-    world = SimWorld.create(xenstore_socket=sock)
-    procs: list[DomainProcess] = []
-    xs: XenstoreClient | None = None
-    try:
-        world.create_domain(BACKEND_DOMID)
-        world.create_domain(GUEST_DOMID)
-        xs = XenstoreClient(sock)  # the toolstack: dom0's privileged connection
-        xs.introduce(GUEST_DOMID, 0, 0)
+    with SimToolstack("xennet-demo-") as ts:
+        assert ts.xs is not None
+        ts.domain(BACKEND_DOMID)
+        ts.domain(GUEST_DOMID)
         paths = VifPaths(GUEST_DOMID, BACKEND_DOMID, 0)
-        attach_vif(xs, paths, VifSpec(mac=mac))
+        ts.attach(paths, VifSpec(mac=mac))
         plan = TrafficPlan(to_backend, to_guest, seed, mac, deadline_s)
-        back = DomainProcess("backend-d0", backend_main, world.path, BACKEND_DOMID, plan)
-        procs.append(back)
-        guest = DomainProcess("guest-d1", guest_main, world.path, GUEST_DOMID, paths, plan)
-        procs.append(guest)
+        back = ts.start("backend-d0", backend_main, ts.path, BACKEND_DOMID, plan)
+        guest = ts.start("guest-d1", guest_main, ts.path, GUEST_DOMID, paths, plan)
         g = guest.result(deadline_s + 30)
         b = back.result(30)
-        detach_vif(xs, paths)
-        xs.release(GUEST_DOMID)
-        after = {d: world.accounting(d).__dict__ for d in (BACKEND_DOMID, GUEST_DOMID)}
-        result = DemoResult(g, b, after, time.monotonic() - t0)
+        ts.detach(paths)
+        ts.xs.release(GUEST_DOMID)
+        result = DemoResult(g, b, ts.accounting(BACKEND_DOMID, GUEST_DOMID), time.monotonic() - t0)
         result.problems = _problems(result, plan)
         return result
-    finally:
-        for p in procs:
-            p.kill()
-        if xs is not None:
-            xs.close()
-        world.destroy()
-        daemon.terminate()
-        daemon.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _problems(r: DemoResult, plan: TrafficPlan) -> list[str]:

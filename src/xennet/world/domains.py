@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 from ..netback.backend import Netback
 from ..netfront.device import Netfront
-from ..platform.sim import SimWorld
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
-from ..xenstore.client import XenstoreClient
 from .loop import DomainLoop
+from .toolstack import open_domain
 from .traffic import check_frame, mac_bytes, make_frame
 
 log = logging.getLogger(__name__)
@@ -36,80 +35,76 @@ class TrafficPlan:
 
 
 def guest_main(world_path: str, domid: int, paths: VifPaths, plan: TrafficPlan) -> dict[str, object]:
-    world = SimWorld.attach(world_path)
-    platform = world.platform(domid)
-    xs = XenstoreClient(platform.xenstore_path())
-    front = Netfront.for_vif(platform, xs, paths)
-    dst, src = mac_bytes(BACKEND_MAC), mac_bytes(plan.mac)
-    received = 0
-    mismatches: list[str] = []
-    t_rx0 = t_rx1 = 0.0
+    with open_domain(world_path, domid) as (platform, xs):
+        front = Netfront.for_vif(platform, xs, paths)
+        dst, src = mac_bytes(BACKEND_MAC), mac_bytes(plan.mac)
+        received = 0
+        mismatches: list[str] = []
+        t_rx0 = t_rx1 = 0.0
 
-    def on_event(port: int) -> None:
-        nonlocal received, t_rx0, t_rx1
-        for skb in front.on_event(port):
-            frame = skb.data()
-            skb.release()
-            if received == 0:
-                t_rx0 = time.perf_counter()
-            err = check_frame(frame, plan.seed, BACKEND_TO_GUEST, received, src, dst)
-            if err:
-                mismatches.append(err)
-            received += 1
-            t_rx1 = time.perf_counter()
+        def on_event(port: int) -> None:
+            nonlocal received, t_rx0, t_rx1
+            for skb in front.on_event(port):
+                frame = skb.data()
+                skb.release()
+                if received == 0:
+                    t_rx0 = time.perf_counter()
+                err = check_frame(frame, plan.seed, BACKEND_TO_GUEST, received, src, dst)
+                if err:
+                    mismatches.append(err)
+                received += 1
+                t_rx1 = time.perf_counter()
 
-    loop = DomainLoop(platform, xs, front.on_watch, on_event)
-    deadline = time.monotonic() + plan.deadline_s
-    try:
-        front.start()
-        sent = 0
-        t_tx0 = t_tx1 = 0.0
-        while time.monotonic() < deadline:
-            loop.run_once(0.05)
-            if front.broken or front.dev.state == XenbusState.Closed:
-                break
-            if not front.connected:
-                continue
-            if sent < plan.to_backend:
-                if sent == 0:
-                    t_tx0 = time.perf_counter()
-                while sent < plan.to_backend and front.send_frame(
-                    make_frame(plan.seed, GUEST_TO_BACKEND, sent, dst, src)
-                ):
-                    sent += 1
-                front.flush()
-            if front.tx is None:
-                break  # the device failed while sending
-            if sent == plan.to_backend and front.tx.in_flight == 0 and not t_tx1:
-                t_tx1 = time.perf_counter()
-            if t_tx1 and received >= plan.to_guest:
-                break
-        front.close()
-        while front.dev.state != XenbusState.Closed and time.monotonic() < deadline + 10:
-            loop.run_once(0.05)
-        # a dead or stuck backend may still map our pages: give the toolstack time to reap it
-        revoke_deadline = time.monotonic() + 10
-        while front.pending_revoke and front.retry_revoke() and time.monotonic() < revoke_deadline:
-            loop.run_once(0.05)
-        front.stop_watching()
-        return {
-            "role": "guest",
-            "state": front.dev.state.name,
-            "broken": front.broken,
-            "error": xs.try_read(f"{front.dev.nodename}/error"),
-            "transitions": [s.name for s in front.dev.transitions],
-            "sent": sent,
-            "received": received,
-            "mismatches": mismatches[:10],
-            "tx_seconds": (t_tx1 - t_tx0) if t_tx1 else None,
-            "rx_seconds": (t_rx1 - t_rx0) if received > 1 else None,
-            "stats": front.stats.as_dict(),
-            "accounting": platform.accounting().__dict__,
-        }
-    finally:
-        loop.close()
-        xs.close()
-        platform.close()
+        loop = DomainLoop(platform, xs, front.on_watch, on_event)
+        deadline = time.monotonic() + plan.deadline_s
+        try:
+            front.start()
+            sent = 0
+            t_tx0 = t_tx1 = 0.0
+            while time.monotonic() < deadline:
+                loop.run_once(0.05)
+                if front.broken or front.dev.state == XenbusState.Closed:
+                    break
+                if not front.connected:
+                    continue
+                if sent < plan.to_backend:
+                    if sent == 0:
+                        t_tx0 = time.perf_counter()
+                    while sent < plan.to_backend and front.send_frame(
+                        make_frame(plan.seed, GUEST_TO_BACKEND, sent, dst, src)
+                    ):
+                        sent += 1
+                    front.flush()
+                if front.tx is None:
+                    break  # the device failed while sending
+                if sent == plan.to_backend and front.tx.in_flight == 0 and not t_tx1:
+                    t_tx1 = time.perf_counter()
+                if t_tx1 and received >= plan.to_guest:
+                    break
+            front.close()
+            while front.dev.state != XenbusState.Closed and time.monotonic() < deadline + 10:
+                loop.run_once(0.05)
+            # a dead or stuck backend may still map our pages: give the toolstack time to reap it
+            revoke_deadline = time.monotonic() + 10
+            while front.pending_revoke and front.retry_revoke() and time.monotonic() < revoke_deadline:
+                loop.run_once(0.05)
+            front.stop_watching()
+            return {
+                "role": "guest",
+                "state": front.dev.state.name,
+                "broken": front.broken,
+                "error": xs.try_read(f"{front.dev.nodename}/error"),
+                "transitions": [s.name for s in front.dev.transitions],
+                "sent": sent,
+                "received": received,
+                "mismatches": mismatches[:10],
+                "tx_seconds": (t_tx1 - t_tx0) if t_tx1 else None,
+                "rx_seconds": (t_rx1 - t_rx0) if received > 1 else None,
+                "stats": front.stats.as_dict(),
+                "accounting": platform.accounting().__dict__,
+            }
+        finally:
+            loop.close()
 
 
 def serve_backend(world_path: str, domid: int, stop_path: str, echo: bool = True) -> dict[str, object]:
@@ -118,101 +113,93 @@ def serve_backend(world_path: str, domid: int, stop_path: str, echo: bool = True
     With ``echo`` each frame a guest transmits is sent back to it (source and destination
     swapped), which lets a guest check its own traffic end to end.
     """
-    world = SimWorld.attach(world_path)
-    platform = world.platform(domid)
-    xs = XenstoreClient(platform.xenstore_path())
-    back = Netback(platform, xs)
-    history: dict[str, dict[str, object]] = {}
+    with open_domain(world_path, domid) as (platform, xs):
+        back = Netback(platform, xs)
+        history: dict[str, dict[str, object]] = {}
 
-    def on_event(port: int) -> None:
-        vif = back.vif_for_port(port)
-        if vif is None:
-            return
-        for skb in vif.on_event(port):
-            frame = skb.data()
-            skb.release()
-            if echo:
-                vif.send_frame(frame[6:12] + frame[0:6] + frame[12:])
+        def on_event(port: int) -> None:
+            vif = back.vif_for_port(port)
+            if vif is None:
+                return
+            for skb in vif.on_event(port):
+                frame = skb.data()
+                skb.release()
+                if echo:
+                    vif.send_frame(frame[6:12] + frame[0:6] + frame[12:])
 
-    loop = DomainLoop(platform, xs, back.on_watch, on_event)
-    try:
-        back.start()
-        xs.watch(stop_path, "stop")
-        while xs.try_read(stop_path) is None:
-            loop.run_once(0.05)
-            for vif in back.vifs.values():
-                vif.kick_rx()
-                vif.flush_tx_responses()
-                history[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
-        back.stop()
-        return {"role": "backend", "vifs": history, "accounting": platform.accounting().__dict__}
-    finally:
-        loop.close()
-        xs.close()
-        platform.close()
+        loop = DomainLoop(platform, xs, back.on_watch, on_event)
+        try:
+            back.start()
+            xs.watch(stop_path, "stop")
+            while xs.try_read(stop_path) is None:
+                loop.run_once(0.05)
+                for vif in back.vifs.values():
+                    vif.kick_rx()
+                    vif.flush_tx_responses()
+                    history[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
+            back.stop()
+            return {"role": "backend", "vifs": history, "accounting": platform.accounting().__dict__}
+        finally:
+            loop.close()
 
 
 def backend_main(world_path: str, domid: int, plan: TrafficPlan) -> dict[str, object]:
     """Serve vifs until the one we served has closed again (demo: one connection)."""
-    world = SimWorld.attach(world_path)
-    platform = world.platform(domid)
-    xs = XenstoreClient(platform.xenstore_path())
-    back = Netback(platform, xs)
-    dst, src = mac_bytes(plan.mac), mac_bytes(BACKEND_MAC)
-    got = 0
-    queued = 0
-    mismatches: list[str] = []
-    served: dict[str, object] = {}
+    with open_domain(world_path, domid) as (platform, xs):
+        back = Netback(platform, xs)
+        dst, src = mac_bytes(plan.mac), mac_bytes(BACKEND_MAC)
+        got = 0
+        queued = 0
+        mismatches: list[str] = []
+        served: dict[str, object] = {}
 
-    def on_event(port: int) -> None:
-        nonlocal got
-        vif = back.vif_for_port(port)
-        if vif is None:
-            return
-        for skb in vif.on_event(port):
-            frame = skb.data()
-            skb.release()
-            err = check_frame(frame, plan.seed, GUEST_TO_BACKEND, got, src, dst)
-            if err:
-                mismatches.append(err)
-            got += 1
+        def on_event(port: int) -> None:
+            nonlocal got
+            vif = back.vif_for_port(port)
+            if vif is None:
+                return
+            for skb in vif.on_event(port):
+                frame = skb.data()
+                skb.release()
+                err = check_frame(frame, plan.seed, GUEST_TO_BACKEND, got, src, dst)
+                if err:
+                    mismatches.append(err)
+                got += 1
 
-    loop = DomainLoop(platform, xs, back.on_watch, on_event)
-    deadline = time.monotonic() + plan.deadline_s + 10
-    seen_connected = False
-    try:
-        back.start()
-        while time.monotonic() < deadline:
-            loop.run_once(0.05)
-            for vif in back.vifs.values():
-                if vif.connected:
-                    seen_connected = True
-                    # guest -> backend first, then backend -> guest: each direction timed alone
-                    while got >= plan.to_backend and queued < plan.to_guest:
-                        frame = make_frame(plan.seed, BACKEND_TO_GUEST, queued, dst, src)
-                        if not vif.rx_has_room(len(frame)):
-                            break  # the demo waits for the guest instead of dropping
-                        vif.send_frame(frame)
-                        queued += 1
-                    vif.kick_rx()
-                served = {
-                    "vif": vif.name,
-                    "state": vif.dev.state.name,
-                    "transitions": [s.name for s in vif.dev.transitions],
-                    "stats": vif.stats.as_dict(),
-                }
-            if seen_connected and all(v.dev.state == XenbusState.Closed for v in back.vifs.values()):
-                break
-        back.stop()
-        return {
-            "role": "backend",
-            "received": got,
-            "queued_to_guest": queued,
-            "mismatches": mismatches[:10],
-            **served,
-            "accounting": platform.accounting().__dict__,
-        }
-    finally:
-        loop.close()
-        xs.close()
-        platform.close()
+        loop = DomainLoop(platform, xs, back.on_watch, on_event)
+        deadline = time.monotonic() + plan.deadline_s + 10
+        seen_connected = False
+        try:
+            back.start()
+            while time.monotonic() < deadline:
+                loop.run_once(0.05)
+                for vif in back.vifs.values():
+                    if vif.connected:
+                        seen_connected = True
+                        # guest -> backend first, then backend -> guest: each direction timed alone
+                        while got >= plan.to_backend and queued < plan.to_guest:
+                            frame = make_frame(plan.seed, BACKEND_TO_GUEST, queued, dst, src)
+                            if not vif.rx_has_room(len(frame)):
+                                break  # the demo waits for the guest instead of dropping
+                            vif.send_frame(frame)
+                            queued += 1
+                        vif.kick_rx()
+                    served = {
+                        "vif": vif.name,
+                        "state": vif.dev.state.name,
+                        "transitions": [s.name for s in vif.dev.transitions],
+                        "stats": vif.stats.as_dict(),
+                    }
+                if seen_connected and all(v.dev.state == XenbusState.Closed for v in back.vifs.values()):
+                    break
+            back.stop()
+            return {
+                "role": "backend",
+                "received": got,
+                "queued_to_guest": queued,
+                "mismatches": mismatches[:10],
+                **served,
+                "accounting": platform.accounting().__dict__,
+            }
+        finally:
+            loop.close()

@@ -8,13 +8,10 @@ buffers (through the packing and admission policies); the guest checks every fra
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.sharedctypes import Synchronized
-from pathlib import Path
 from typing import Any, Literal
 
 from ..netback.backend import Netback
@@ -22,15 +19,13 @@ from ..netback.interface import NetbackConfig
 from ..netback.tx import TxLimits
 from ..netfront.device import Netfront, NetfrontConfig
 from ..packet.skb import Csum, Layout, Skb
-from ..platform.sim import SimWorld
 from ..ports.pktgen import Generator, TrafficSpec, Verifier
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
-from ..xenbus.toolstack import VifSpec, attach_vif, detach_vif
-from ..xenstore import daemon as xenstored
-from ..xenstore.client import XenstoreClient
+from ..xenbus.toolstack import VifSpec
 from .loop import DomainLoop
-from .procs import DomainProcess, _ctx
+from .procs import _ctx
+from .toolstack import SimToolstack, open_domain
 
 BACKEND, GUEST = 0, 1
 
@@ -90,160 +85,152 @@ def _source_loop(
 def guest_side(
     world_path: str, paths: VifPaths, job: PktgenJob, progress: Synchronized[int]
 ) -> dict[str, Any]:
-    world = SimWorld.attach(world_path)
-    platform = world.platform(GUEST)
-    xs = XenstoreClient(platform.xenstore_path())
-    front = Netfront.for_vif(platform, xs, paths, job.front)
-    verifier = Verifier(job.spec)
-    got = 0
+    with open_domain(world_path, GUEST) as (platform, xs):
+        front = Netfront.for_vif(platform, xs, paths, job.front)
+        verifier = Verifier(job.spec)
+        got = 0
 
-    def on_event(port: int) -> None:
-        nonlocal got
-        for skb in front.on_event(port):
-            _verify(verifier, skb)
-            skb.release()
-            got += 1
-            if job.direction == "rx":
-                progress.value = got
+        def on_event(port: int) -> None:
+            nonlocal got
+            for skb in front.on_event(port):
+                _verify(verifier, skb)
+                skb.release()
+                got += 1
+                if job.direction == "rx":
+                    progress.value = got
 
-    loop = DomainLoop(platform, xs, front.on_watch, on_event)
-    t0 = t1 = 0.0
-    sent = 0
-    try:
-        front.start()
-        if job.direction == "tx":
-            gen = Generator(job.spec)
+        loop = DomainLoop(platform, xs, front.on_watch, on_event)
+        t0 = t1 = 0.0
+        sent = 0
+        try:
+            front.start()
+            if job.direction == "tx":
+                gen = Generator(job.spec)
 
-            def produce(skb: Skb) -> bool:
-                ok = front.send(skb)
-                front.flush()
-                return ok
+                def produce(skb: Skb) -> bool:
+                    ok = front.send(skb)
+                    front.flush()
+                    return ok
 
-            sent, t0, t1 = _source_loop(
-                job,
-                produce,
-                gen,
-                platform.memory,
-                loop,
-                progress,
-                done=lambda: front.tx is None or front.tx.in_flight == 0,
-                ready=lambda: front.connected,
-            )
-        else:
-            deadline = time.monotonic() + job.deadline_s
-            while time.monotonic() < deadline and not front.broken:
+                sent, t0, t1 = _source_loop(
+                    job,
+                    produce,
+                    gen,
+                    platform.memory,
+                    loop,
+                    progress,
+                    done=lambda: front.tx is None or front.tx.in_flight == 0,
+                    ready=lambda: front.connected,
+                )
+            else:
+                deadline = time.monotonic() + job.deadline_s
+                while time.monotonic() < deadline and not front.broken:
+                    loop.run_once(0.05)
+                    if xs.try_read(f"{paths.frontend}/pktgen-done") is not None:
+                        break
+            front.close()
+            end = time.monotonic() + 10
+            while front.dev.state != XenbusState.Closed and time.monotonic() < end:
                 loop.run_once(0.05)
-                if xs.try_read(f"{paths.frontend}/pktgen-done") is not None:
-                    break
-        front.close()
-        end = time.monotonic() + 10
-        while front.dev.state != XenbusState.Closed and time.monotonic() < end:
-            loop.run_once(0.05)
-        while front.pending_revoke and front.retry_revoke() and time.monotonic() < end:
-            loop.run_once(0.05)
-        front.stop_watching()
-        return {
-            "sent": sent,
-            "received": got,
-            "seconds": (t1 - t0) if t1 else None,
-            "verify": {
-                "frames": verifier.frames,
-                "payload_bytes": verifier.payload_bytes,
-                "errors": verifier.errors,
-            },
-            "stats": front.stats.as_dict(),
-            "state": front.dev.state.name,
-            "accounting": asdict(platform.accounting()),
-        }
-    finally:
-        loop.close()
-        xs.close()
-        platform.close()
+            while front.pending_revoke and front.retry_revoke() and time.monotonic() < end:
+                loop.run_once(0.05)
+            front.stop_watching()
+            return {
+                "sent": sent,
+                "received": got,
+                "seconds": (t1 - t0) if t1 else None,
+                "verify": {
+                    "frames": verifier.frames,
+                    "payload_bytes": verifier.payload_bytes,
+                    "errors": verifier.errors,
+                },
+                "stats": front.stats.as_dict(),
+                "state": front.dev.state.name,
+                "accounting": asdict(platform.accounting()),
+            }
+        finally:
+            loop.close()
 
 
 def backend_side(
     world_path: str, paths: VifPaths, job: PktgenJob, progress: Synchronized[int]
 ) -> dict[str, Any]:
-    world = SimWorld.attach(world_path)
-    platform = world.platform(BACKEND)
-    xs = XenstoreClient(platform.xenstore_path())
-    back = Netback(platform, xs, job.back)
-    verifier = Verifier(job.spec)
-    got = 0
+    with open_domain(world_path, BACKEND) as (platform, xs):
+        back = Netback(platform, xs, job.back)
+        verifier = Verifier(job.spec)
+        got = 0
 
-    def on_event(port: int) -> None:
-        nonlocal got
-        vif = back.vif_for_port(port)
-        if vif is None:
-            return
-        for skb in vif.on_event(port):
-            _verify(verifier, skb)
-            skb.release()
-            got += 1
-            if job.direction == "tx":
-                progress.value = got
+        def on_event(port: int) -> None:
+            nonlocal got
+            vif = back.vif_for_port(port)
+            if vif is None:
+                return
+            for skb in vif.on_event(port):
+                _verify(verifier, skb)
+                skb.release()
+                got += 1
+                if job.direction == "tx":
+                    progress.value = got
 
-    loop = DomainLoop(platform, xs, back.on_watch, on_event)
-    t0 = t1 = 0.0
-    sent = 0
-    vif_info: dict[str, Any] = {}
-    try:
-        back.start()
-        if job.direction == "rx":
-            gen = Generator(job.spec)
+        loop = DomainLoop(platform, xs, back.on_watch, on_event)
+        t0 = t1 = 0.0
+        sent = 0
+        vif_info: dict[str, Any] = {}
+        try:
+            back.start()
+            if job.direction == "rx":
+                gen = Generator(job.spec)
 
-            def vif() -> Any:
-                return next(iter(back.vifs.values()), None)
+                def vif() -> Any:
+                    return next(iter(back.vifs.values()), None)
 
-            def produce(skb: Skb) -> bool:
-                v = vif()
-                if v is None or not v.rx_would_take(skb):
-                    if v is not None:
-                        v.kick_rx()
-                    return False
-                v.send_to_guest(skb)
-                v.kick_rx()
-                return True
+                def produce(skb: Skb) -> bool:
+                    v = vif()
+                    if v is None or not v.rx_would_take(skb):
+                        if v is not None:
+                            v.kick_rx()
+                        return False
+                    v.send_to_guest(skb)
+                    v.kick_rx()
+                    return True
 
-            sent, t0, t1 = _source_loop(
-                job,
-                produce,
-                gen,
-                platform.memory,
-                loop,
-                progress,
-                done=lambda: vif() is None or vif().rx is None or vif().rx.queued == 0,
-                ready=lambda: vif() is not None and vif().connected,
-            )
-            xs.write(f"{paths.frontend}/pktgen-done", "1")
-        deadline = time.monotonic() + job.deadline_s
-        seen = job.direction == "rx" and sent > 0  # the source loop ran on a connected vif
-        while time.monotonic() < deadline:
-            loop.run_once(0.05)
-            for v in back.vifs.values():
-                v.flush_tx_responses()
-                v.kick_rx()
-                seen = seen or v.connected
-                vif_info = {"name": v.name, "state": v.dev.state.name, "stats": v.stats.as_dict()}
-            if seen and all(v.dev.state == XenbusState.Closed for v in back.vifs.values()):
-                break
-        back.stop()
-        return {
-            "sent": sent,
-            "received": got,
-            "seconds": (t1 - t0) if t1 else None,
-            "verify": {
-                "frames": verifier.frames,
-                "payload_bytes": verifier.payload_bytes,
-                "errors": verifier.errors,
-            },
-            "vif": vif_info,
-            "accounting": asdict(platform.accounting()),
-        }
-    finally:
-        loop.close()
-        xs.close()
-        platform.close()
+                sent, t0, t1 = _source_loop(
+                    job,
+                    produce,
+                    gen,
+                    platform.memory,
+                    loop,
+                    progress,
+                    done=lambda: vif() is None or vif().rx is None or vif().rx.queued == 0,
+                    ready=lambda: vif() is not None and vif().connected,
+                )
+                xs.write(f"{paths.frontend}/pktgen-done", "1")
+            deadline = time.monotonic() + job.deadline_s
+            seen = job.direction == "rx" and sent > 0  # the source loop ran on a connected vif
+            while time.monotonic() < deadline:
+                loop.run_once(0.05)
+                for v in back.vifs.values():
+                    v.flush_tx_responses()
+                    v.kick_rx()
+                    seen = seen or v.connected
+                    vif_info = {"name": v.name, "state": v.dev.state.name, "stats": v.stats.as_dict()}
+                if seen and all(v.dev.state == XenbusState.Closed for v in back.vifs.values()):
+                    break
+            back.stop()
+            return {
+                "sent": sent,
+                "received": got,
+                "seconds": (t1 - t0) if t1 else None,
+                "verify": {
+                    "frames": verifier.frames,
+                    "payload_bytes": verifier.payload_bytes,
+                    "errors": verifier.errors,
+                },
+                "vif": vif_info,
+                "accounting": asdict(platform.accounting()),
+            }
+        finally:
+            loop.close()
 
 
 @dataclass
@@ -311,24 +298,15 @@ class PktgenResult:
 
 def run_pktgen(job: PktgenJob, on_progress: Callable[[int], None] | None = None) -> PktgenResult:
     t0 = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="xennet-pktgen-"))
-    sock = str(tmp / "xenstored.sock")
-    daemon = xenstored.spawn(sock)
-    world = SimWorld.create(xenstore_socket=sock)
-    procs: list[DomainProcess] = []
-    xs: XenstoreClient | None = None
     progress = _ctx.Value("q", 0)
-    try:
-        world.create_domain(BACKEND, nr_frames=job.nr_frames)
-        world.create_domain(GUEST, nr_frames=job.nr_frames)
-        xs = XenstoreClient(sock)
-        xs.introduce(GUEST, 0, 0)
+    with SimToolstack("xennet-pktgen-") as ts:
+        assert ts.xs is not None
+        ts.domain(BACKEND, job.nr_frames)
+        ts.domain(GUEST, job.nr_frames)
         paths = VifPaths(GUEST, BACKEND, 0)
-        attach_vif(xs, paths, VifSpec(mac=job.spec.src_mac))
-        back = DomainProcess("pktgen-backend", backend_side, world.path, paths, job, progress)
-        procs.append(back)
-        guest = DomainProcess("pktgen-guest", guest_side, world.path, paths, job, progress)
-        procs.append(guest)
+        ts.attach(paths, VifSpec(mac=job.spec.src_mac))
+        back = ts.start("pktgen-backend", backend_side, ts.path, paths, job, progress)
+        guest = ts.start("pktgen-guest", guest_side, ts.path, paths, job, progress)
         end = time.monotonic() + job.deadline_s + 30
         while not guest.poll() and time.monotonic() < end:
             if on_progress is not None:
@@ -338,18 +316,9 @@ def run_pktgen(job: PktgenJob, on_progress: Callable[[int], None] | None = None)
         b = back.result(30)
         if on_progress is not None:
             on_progress(progress.value)
-        detach_vif(xs, paths)
-        xs.release(GUEST)
-        after = {d: asdict(world.accounting(d)) for d in (BACKEND, GUEST)}
-        return PktgenResult(job, g, b, after, time.monotonic() - t0)
-    finally:
-        for p in procs:
-            p.kill()
-        if xs is not None:
-            xs.close()
-        world.destroy()
-        xenstored.stop(daemon)
-        shutil.rmtree(tmp, ignore_errors=True)
+        ts.detach(paths)
+        ts.xs.release(GUEST)
+        return PktgenResult(job, g, b, ts.accounting(BACKEND, GUEST), time.monotonic() - t0)
 
 
 def job_for(layouts: Sequence[Layout], **kw: Any) -> PktgenJob:
