@@ -198,6 +198,11 @@ class Vif:
             self.platform.mapper.unmap(m)
         self._maps.clear()
 
+    def fail(self, reason: str, message: str) -> None:
+        """Take the vif down for a local reason (its port went away): counted, one log line."""
+        log.error("%s: %s", self.name, message)
+        self._fail(reason, message)
+
     def _fail(self, reason: str, message: str) -> None:
         self.stats.fatal[reason] += 1
         self._disconnect()

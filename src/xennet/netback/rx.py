@@ -122,10 +122,12 @@ class RxQueue:
             except RingOverflow as exc:
                 raise FatalFrontendError("ring_overflow", f"rx: {exc}") from None
             batch: list[tuple[Skb, RxPlan, list[netif.RxRequest]]] = []
+            needed = 0
             while self._queue and len(batch) < BATCH:
                 skb, ticket = self._queue[0]
                 adm = self.admission.admit(skb.layout, bool(skb.gso_size), self.ring.unconsumed_requests())
                 if not adm.go:
+                    needed = adm.needed
                     break
                 plan = adm.plan
                 if plan.nbuffers > self.max_buffers:
@@ -137,9 +139,10 @@ class RxQueue:
                 reqs = [self.ring.get_request() for _ in range(plan.slots)]
                 batch.append((skb, plan, reqs))
             if not batch:
-                # Not enough buffers: re-arm req_event so the guest's next post wakes us.
+                # Not enough buffers for the packet at the head: ask to be woken when the guest
+                # has posted as many as it needs (seed 002: fit, or wait with the event re-armed).
                 self.stats.rx_waits += 1
-                if self.ring.final_check_for_requests():
+                if self.ring.wait_for_requests(max(needed, 1)):
                     continue
                 if time.monotonic() - self._last_progress > self.stall_timeout_s:
                     self._stalled()

@@ -223,6 +223,15 @@ class BackRing(_Ring[Req, Rsp]):
         full_barrier()
         return _notify(new, old, self._get(RSP_EVENT))
 
+    def wait_for_requests(self, needed: int) -> bool:
+        """Ask to be notified once ``needed`` requests are unconsumed (req_event set that far
+        ahead), then look again.  True if they are already there: no need to sleep."""
+        if self.unconsumed_requests() >= needed:
+            return True
+        self._set(REQ_EVENT, self.req_cons + needed)
+        full_barrier()
+        return self.unconsumed_requests() >= needed
+
     def final_check_for_requests(self) -> bool:
         if self.unconsumed_requests():
             return True

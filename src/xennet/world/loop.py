@@ -34,6 +34,16 @@ class DomainLoop:
         self._sel = selectors.DefaultSelector()
         self._sel.register(platform.evtchn.fileno(), selectors.EVENT_READ, "evtchn")
         self._sel.register(xs.fileno(), selectors.EVENT_READ, "xenstore")
+        self._readers: dict[int, Callable[[], None]] = {}
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Also wait on ``fd`` (a TAP, a socket); ``callback`` runs when it is readable."""
+        self._sel.register(fd, selectors.EVENT_READ, "port")
+        self._readers[fd] = callback
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._sel.unregister(fd)
 
     def poll(self) -> int:
         """Dispatch whatever is ready now, without blocking.  Returns how many items were handled."""
@@ -53,9 +63,13 @@ class DomainLoop:
     def run_once(self, timeout: float | None) -> int:
         handled = self.poll()
         if handled:
-            return handled
-        self._sel.select(timeout)
-        return self.poll()
+            timeout = 0
+        for key, _ in self._sel.select(timeout):
+            cb = self._readers.get(key.fd)  # type: ignore[call-overload]
+            if cb is not None:
+                cb()
+                handled += 1
+        return handled + self.poll()
 
     def close(self) -> None:
         self._sel.close()
