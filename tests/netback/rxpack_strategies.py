@@ -37,7 +37,7 @@ def shape(raws: Sequence[Raw], max_order: int) -> Layout:
         elif length_kind == 2:
             length = length_val % cap + 1
         else:  # exactly fills up to the next 4 KiB of the packet (a buffer's end), give or take 1
-            length = PAGE_SIZE - (MAX_PACKET - budget) % PAGE_SIZE + slack % 3 - 1
+            length = max(1, PAGE_SIZE - (MAX_PACKET - budget) % PAGE_SIZE + slack % 3 - 1)
         length = min(length, cap)
         room = size - length
         if offset_kind == 0:

@@ -8,7 +8,7 @@ after ``close`` the cache passes frees straight through (skbs may outlive their 
 
 from __future__ import annotations
 
-from .base import PAGE_SIZE, Memory, Page
+from .base import PAGE_SIZE, Memory, Page, PlatformError
 
 _ZERO = bytes(PAGE_SIZE)
 
@@ -18,6 +18,7 @@ class PageCache:
         self.memory = memory
         self.limit = limit
         self._free: list[Page] = []
+        self._cached: set[int] = set()  # frames in ``_free``: a second free of one is a bug
         self.closed = False
         self.hits = 0
         self.misses = 0
@@ -26,14 +27,18 @@ class PageCache:
         if order == 0 and self._free:
             self.hits += 1
             page = self._free.pop()
+            self._cached.discard(page.frame)
             page.view[:] = _ZERO  # zeroed like a fresh page: no stale bytes reach a peer (XSA-403)
             return page
         self.misses += 1
         return self.memory.alloc(order)
 
     def free(self, page: Page) -> None:
+        if page.frame in self._cached:
+            raise PlatformError(f"page cache: frame {page.frame} freed twice")
         if page.order == 0 and not self.closed and len(self._free) < self.limit:
             self._free.append(page)
+            self._cached.add(page.frame)
             return
         self.memory.free(page)
 
@@ -46,3 +51,4 @@ class PageCache:
         for page in self._free:
             self.memory.free(page)
         self._free.clear()
+        self._cached.clear()

@@ -8,6 +8,7 @@ grants -> netback, and back.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -58,7 +59,7 @@ def preflight(check: bool = False) -> list[str]:
         except OSError as exc:
             missing.append(f"/dev/net/tun: cannot open it ({exc.strerror})")
     try:
-        import pyroute2  # noqa: F401
+        import pyroute2  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         missing.append("pyroute2: pip install pyroute2")
     if check:
@@ -202,7 +203,7 @@ def link_backend(world_path: str, addr: LinkAddresses, cfg: LinkConfig) -> dict[
                 ns.add_address(HOST_TAP, addr.host_ip, addr.prefix)
                 ns.link_up(HOST_TAP)
                 taps[vif.name] = tap
-                loop.add_reader(tap.fileno(), lambda v=vif, t=tap: from_tap(v, t))
+                loop.add_reader(tap.fileno(), functools.partial(from_tap, vif, tap))
             return tap
 
         def from_tap(vif: Vif, tap: Any) -> None:

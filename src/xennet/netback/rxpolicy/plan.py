@@ -112,7 +112,7 @@ def check_plan(layout: Sequence[Piece], gso: bool, plan: RxPlan) -> None:
                 raise PlanError(f"{where}: starts at {c.dst_offset}, the buffer is filled up to {dst}")
             if c.dst_offset + c.length > RX_BUFFER_SIZE:
                 raise PlanError(f"{where}: overflows the {RX_BUFFER_SIZE}-byte buffer")
-            if False:
+            if c.src_offset // PAGE_SIZE != (c.src_offset + c.length - 1) // PAGE_SIZE:
                 raise PlanError(f"{where}: crosses a 4 KiB frame of its source page")
             if index >= len(layout):
                 raise PlanError(f"{where}: the packet has already been copied completely")
