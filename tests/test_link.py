@@ -32,18 +32,29 @@ def netns_list() -> set[str]:
 
 @pytest.fixture(params=[True, False], ids=["offloads", "no-offloads"])
 def link(request: pytest.FixtureRequest) -> Iterator[Link]:
-    before = netns_list()
-    shm_before = set(os.listdir("/dev/shm"))
     lk = Link(LinkConfig(offloads=request.param))
+    names = {lk.addr.guest_ns, lk.addr.host_ns}
+    assert lk.ts is not None
+    world_dir = lk.ts.path
+    pids = [p.pid for p in (lk.guest, lk.backend)]
     try:
         yield lk
     finally:
         result = lk.close()
-        # nothing left behind: namespaces, shared memory, held pages/grants/maps/ports
-        assert netns_list() <= before
-        assert set(os.listdir("/dev/shm")) <= shm_before
+        # nothing of this link left behind: namespaces, shared memory, processes, held resources
+        assert not names & netns_list()
+        assert not os.path.exists(world_dir)
+        for pid in pids:
+            assert pid is None or not os.path.exists(f"/proc/{pid}") or _zombie(pid)
         for domid, acct in result.get("accounting_after", {}).items():
             assert not any(acct.values()), f"domain {domid} still holds {acct}"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    except OSError:
+        return True
 
 
 def run(lk: Link, ns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -91,13 +91,18 @@ class TxQueue:
         """Consume every pending request.  Returns (skbs, notify the frontend?).  The caller
         owns the skbs and must ``release`` each (that answers mapped slots)."""
         out: list[Skb] = []
-        while True:
-            batch = self._collect()
-            if batch:
-                out.extend(self._run(batch))
-            if not batch or len(batch) < BATCH:
-                if not self.ring.final_check_for_requests():
-                    break
+        try:
+            while True:
+                batch = self._collect()
+                if batch:
+                    out.extend(self._run(batch))
+                if not batch or len(batch) < BATCH:
+                    if not self.ring.final_check_for_requests():
+                        break
+        except FatalFrontendError:
+            for skb in out:  # built before the frontend misbehaved: nobody will take them now
+                skb.release()
+            raise
         notify = self._push()
         return out, notify
 

@@ -8,7 +8,6 @@ from typing import Any, Generic, TypeVar
 
 from ..abi.ring import PAGE_SIZE, REQ_EVENT, REQ_PROD, RING_OFFSET, RSP_EVENT, RSP_PROD, const_ring_size
 
-_U32 = struct.Struct("<I")
 _MASK = 0xFFFFFFFF
 _fence_lock = threading.Lock()
 
@@ -40,6 +39,10 @@ class _Ring(Generic[Req, Rsp]):
         if len(page) < size:
             raise ValueError(f"ring buffer is {len(page)} bytes, need {size}")
         self.page = page
+        # The four indices are read by the other end while we write them, so each must be one
+        # aligned 32-bit load or store.  struct.pack_into zero-fills then writes byte by byte
+        # (a peer can see 0 or half a value); a native 'I' memoryview moves the word at once.
+        self._idx = page[:RING_OFFSET].cast("I")
         self.req = req
         self.rsp = rsp
         self.entry_size = max(req.size, rsp.size)
@@ -50,10 +53,10 @@ class _Ring(Generic[Req, Rsp]):
         self._rsp_make = rsp_type._make if rsp_type is not None else tuple
 
     def _get(self, off: int) -> int:
-        return int(_U32.unpack_from(self.page, off)[0])
+        return self._idx[off >> 2]  # type: ignore[no-any-return]
 
     def _set(self, off: int, value: int) -> None:
-        _U32.pack_into(self.page, off, value & _MASK)
+        self._idx[off >> 2] = value & _MASK
 
     def _slot(self, idx: int) -> int:
         return RING_OFFSET + (idx & self._mask) * self.entry_size

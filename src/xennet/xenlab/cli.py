@@ -1,0 +1,108 @@
+"""``xennet xenlab ...`` commands; the main CLI calls :func:`register`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .preflight import default_workdir
+
+_workdir_opt = click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Lab directory (default $XENLAB_DIR or /var/tmp/xennet-xenlab).",
+)
+
+
+def _progress(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _timings(t: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.1f}s" for k, v in t.items())
+
+
+def register(group: click.Group) -> None:
+    """Add the ``xenlab`` subgroup (build, up, run, down) to ``group``."""
+
+    @group.group()
+    def xenlab() -> None:
+        """Real Xen 4.17 + Debian dom0 under QEMU (TCG)."""
+
+    @xenlab.command()
+    @_workdir_opt
+    def preflight(workdir: Path | None) -> None:
+        """List what is missing for build and up."""
+        from .preflight import blocking, preflight_build, preflight_up
+
+        wd = workdir or default_workdir()
+        b = preflight_build(wd)
+        u = preflight_up(wd)
+        for p in b:
+            click.echo(f"build: {p}{' (build installs it)' if p.fixable else ''}")
+        for p in u:
+            click.echo(f"up: {p}")
+        if blocking(b) or u:
+            sys.exit(1)
+
+    @xenlab.command()
+    @_workdir_opt
+    def build(workdir: Path | None) -> None:
+        """Build (cached) the Xen, kernel, initramfs and dom0 rootfs images."""
+        from .build import BuildError
+        from .build import build as do_build
+
+        try:
+            r = do_build(workdir or default_workdir(), progress=_progress)
+        except BuildError as e:
+            raise click.ClickException(str(e)) from e
+        click.echo(f"built in {r.workdir} ({r.disk_bytes / 2**20:.0f} MiB): {_timings(r.timings)}")
+
+    @xenlab.command()
+    @_workdir_opt
+    @click.option("--timeout", default=240.0, show_default=True, help="Boot timeout, seconds.")
+    def up(workdir: Path | None, timeout: float) -> None:
+        """Boot the lab, then run each stdin line as a dom0 command until EOF; then power off."""
+        from .lab import LabError
+        from .lab import up as do_up
+
+        try:
+            lab = do_up(workdir or default_workdir(), timeout=timeout, progress=_progress)
+        except LabError as e:
+            raise click.ClickException(str(e)) from e
+        with lab:
+            click.echo(f"dom0 ready: {_timings(lab.timings)}", err=True)
+            for line in sys.stdin:
+                if not line.strip():
+                    continue
+                rc, out = lab.run(line.rstrip("\n"), timeout=600)
+                click.echo(out, nl=False)
+                click.echo(f"[rc={rc}]", err=True)
+
+    @xenlab.command()
+    @_workdir_opt
+    @click.option("--timeout", default=120.0, show_default=True, help="Command timeout, seconds.")
+    @click.argument("command", nargs=-1, required=True)
+    def run(workdir: Path | None, timeout: float, command: tuple[str, ...]) -> None:
+        """Boot the lab, run COMMAND in dom0, print its output, power off; exit with its code."""
+        from .lab import LabError
+        from .lab import up as do_up
+
+        try:
+            with do_up(workdir or default_workdir(), progress=_progress) as lab:
+                rc, out = lab.run(" ".join(command), timeout=timeout)
+        except LabError as e:
+            raise click.ClickException(str(e)) from e
+        click.echo(out, nl=False)
+        sys.exit(rc)
+
+    @xenlab.command()
+    @_workdir_opt
+    def down(workdir: Path | None) -> None:
+        """Kill a lab qemu left running (recorded in WORKDIR/qemu.pid)."""
+        from .lab import kill_recorded
+
+        click.echo("killed" if kill_recorded(workdir or default_workdir()) else "no lab running")
