@@ -184,6 +184,14 @@ def test_run_when_console_dies(fake_lab: Lab) -> None:
         fake_lab.run("echo x", timeout=2)
 
 
+def test_write_file(fake_lab: Lab, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 9  # several chunks, binary
+    dst = tmp_path / "sub dir" / "f.bin"
+    dst.parent.mkdir()
+    fake_lab.write_file(str(dst), data, mode=0o755)
+    assert dst.read_bytes() == data and os.access(dst, os.X_OK)
+
+
 def test_run_detects_lost_characters(fake_lab: Lab) -> None:
     fake_lab.send("md5sum() { echo mangled; }\n")  # as if the serial line had dropped bytes
     rc, out = fake_lab.run("echo never-runs", timeout=5)
@@ -211,7 +219,7 @@ def test_real_xen_lab_xl_info() -> None:
     from xennet.xenlab.lab import up
 
     workdir = pf.default_workdir()
-    problems = pf.blocking(pf.preflight_build(workdir))
+    problems = pf.blocking(pf.preflight_build(workdir))  # probes the mirror only before the first build
     if problems:
         pytest.skip("xenlab build: " + pf.reason(problems))
     mem = pf.check_memory()
@@ -233,5 +241,7 @@ def test_real_xen_lab_xl_info() -> None:
         assert info.get("xen_major") == "4" and info.get("xen_minor") == "17", out
         rc, out = lab.run("python3 -c 'import xennet; print(xennet.__name__)'", timeout=60)
         assert (rc, out.strip()) == (0, "xennet"), out
+        lab.write_file("/tmp/hello.sh", b"#!/bin/sh\necho hello from dom0\n", mode=0o755)
+        assert lab.run("/tmp/hello.sh", timeout=30) == (0, "hello from dom0\n")
         print("boot timings:", lab.timings)
     assert not lab.alive()

@@ -604,5 +604,13 @@ def link(
         console.print(f"torn down; held after: {acct}")
 
 
+def _register_xenlab() -> None:
+    from ..xenlab.cli import register
+
+    register(main)
+
+
+_register_xenlab()
+
 if __name__ == "__main__":
     main()

@@ -210,7 +210,7 @@ def install_host_tools(progress: Progress, log: Path | None = None) -> list[str]
     return pkgs
 
 
-def build(workdir: Path, *, progress: Progress = print, check_network: bool = True) -> BuildResult:
+def build(workdir: Path, *, progress: Progress = print, check_network: bool | None = None) -> BuildResult:
     """Build (or refresh the cache of) everything `lab.up()` needs under ``workdir``."""
     workdir = workdir.absolute()
     workdir.mkdir(parents=True, exist_ok=True)

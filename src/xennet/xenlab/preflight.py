@@ -217,8 +217,18 @@ def built_images(workdir: Path) -> list[Problem]:
     ]
 
 
-def preflight_build(workdir: Path, *, network: bool = True) -> list[Problem]:
-    """Problems for build(): fixable ones (missing tools) build() installs itself."""
+def has_rootfs(workdir: Path) -> bool:
+    """A previous build made the rootfs (then the mirror is not needed unless package versions change)."""
+    return (workdir / "stamps" / "rootfs").is_file()
+
+
+def preflight_build(workdir: Path, *, network: bool | None = None) -> list[Problem]:
+    """Problems for build(): fixable ones (missing tools) build() installs itself.
+
+    ``network=None`` probes the Debian mirror only when no rootfs has been built yet.
+    """
+    if network is None:
+        network = not has_rootfs(workdir)
     probs = check_root() + check_disk(workdir)
     if _which("apt-get") is None:
         probs.append(Problem("apt-get not found: not a Debian host"))
