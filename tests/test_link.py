@@ -136,3 +136,26 @@ def test_64_mib_file_transfer_checked_by_hash(link: Link, tmp_path: Path) -> Non
         server.kill()
     n, digest = out.split()
     assert int(n) == 64 << 20 and digest == want
+
+
+def test_pcap_holds_the_ring_view_and_the_segments(tmp_path: Path) -> None:
+    from scapy.all import TCP, rdpcap  # type: ignore[import-untyped]
+
+    ring, wire = tmp_path / "host.pcap", tmp_path / "host.pcap.segments.pcap"
+    lk = Link(LinkConfig(pcap_host=str(ring)))
+    try:
+        out = iperf(lk, "-t", "2")
+        assert out["end"]["sum_received"]["bytes"] > 0
+    finally:
+        lk.close()
+    ring_frames, wire_frames = rdpcap(str(ring)), rdpcap(str(wire))
+    assert len(wire_frames) > len(ring_frames) > 0  # GSO frames on the ring, segments on the wire
+    assert max(len(f) for f in ring_frames) > 1514 >= max(len(f) for f in wire_frames)
+    tcp_wire = [f for f in wire_frames if TCP in f]
+    assert tcp_wire
+    for f in tcp_wire[:200]:  # the segments' checksums are complete and correct
+        declared = f[TCP].chksum
+        del f[TCP].chksum
+        assert f.__class__(bytes(f))[TCP].chksum == declared
+    r = subprocess.run(["tcpdump", "-nn", "-r", str(wire)], capture_output=True, text=True)
+    assert r.returncode == 0 and "IP " in r.stdout

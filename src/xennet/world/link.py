@@ -78,17 +78,34 @@ class LinkAddresses:
     prefix: int = 24
 
 
-def _pcap(path: str | None) -> Any:
-    if not path:
-        return None
-    from ..ports.pcap import PcapWriter
+class _Capture:
+    """``FILE`` gets frames as the ring carried them (GSO frames whole); ``FILE.segments.pcap``
+    gets them as they left the wire side (GSO frames segmented, checksums completed)."""
 
-    return PcapWriter(path)
+    def __init__(self, path: str) -> None:
+        from ..packet.skb import HeapPages
+        from ..ports.pcap import PcapWriter
+
+        self.ring = PcapWriter(path)
+        self.wire = PcapWriter(f"{path}.segments.pcap")
+        self._scratch = HeapPages()
+
+    def record(self, skb: Skb) -> None:
+        self.ring.write_skb(skb)
+        self.wire.write_segmented(skb, self._scratch)
+
+    def close(self) -> None:
+        self.ring.close()
+        self.wire.close()
 
 
-def _record(pcap: Any, skb: Skb) -> None:
+def _pcap(path: str | None) -> _Capture | None:
+    return _Capture(path) if path else None
+
+
+def _record(pcap: _Capture | None, skb: Skb) -> None:
     if pcap is not None:
-        pcap.write_skb(skb)
+        pcap.record(skb)
 
 
 def link_guest(world_path: str, paths: VifPaths, addr: LinkAddresses, cfg: LinkConfig) -> dict[str, Any]:
