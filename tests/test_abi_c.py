@@ -137,21 +137,7 @@ def add_members(prog: Program, cname: str, st: CStruct, rename: dict[str, str] |
 
 
 def leaf_groups(st: CStruct) -> list[list[tuple[str, int, Scalar | Array]]]:
-    """Split the leaves into groups without overlap (one union arm each), greedily."""
-    remaining = st.leaves()
-    groups = []
-    while remaining:
-        group: list[tuple[str, int, Scalar | Array]] = []
-        rest = []
-        for leaf in remaining:
-            _p, off, t = leaf
-            if all(off >= o + g.size or off + t.size <= o for _q, o, g in group):
-                group.append(leaf)
-            else:
-                rest.append(leaf)
-        groups.append(group)
-        remaining = rest
-    return groups
+    return st.leaf_groups()
 
 
 def add_images(prog: Program, cname: str, st: CStruct, rng: random.Random) -> None:

@@ -92,21 +92,7 @@ def walk(st: CStruct, prefix: str = "", base: int = 0) -> Iterator[tuple[str, in
 
 
 def leaf_groups(st: CStruct) -> list[list[tuple[str, int, Scalar | Array]]]:
-    """The leaves split into groups without overlap: one arm of every union per group."""
-    remaining = st.leaves()
-    groups = []
-    while remaining:
-        group: list[tuple[str, int, Scalar | Array]] = []
-        rest = []
-        for leaf in remaining:
-            _p, off, t = leaf
-            if all(off >= o + g.size or off + t.size <= o for _q, o, g in group):
-                group.append(leaf)
-            else:
-                rest.append(leaf)
-        groups.append(group)
-        remaining = rest
-    return groups
+    return st.leaf_groups()
 
 
 def build(headers: list[Path], aliases: dict[str, str]) -> tuple[str, Program]:

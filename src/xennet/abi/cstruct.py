@@ -98,6 +98,24 @@ class CStruct:
                 out.append((path, off, ctype))
         return out
 
+    def leaf_groups(self) -> list[list[tuple[str, int, Scalar | Array]]]:
+        """The leaves split into groups that do not overlap: one arm of every union per group
+        (what one ``codec`` can pack, or one C initializer can set)."""
+        remaining = self.leaves()
+        groups: list[list[tuple[str, int, Scalar | Array]]] = []
+        while remaining:
+            group: list[tuple[str, int, Scalar | Array]] = []
+            rest = []
+            for leaf in remaining:
+                _p, off, t = leaf
+                if all(off >= o + g.size or off + t.size <= o for _q, o, g in group):
+                    group.append(leaf)
+                else:
+                    rest.append(leaf)
+            groups.append(group)
+            remaining = rest
+        return groups
+
     def offsetof(self, path: str) -> int:
         for p, off, _ in self.leaves():
             if p == path:
