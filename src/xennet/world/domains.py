@@ -14,7 +14,7 @@ from ..netback.backend import Netback
 from ..netfront.device import Netfront
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
-from .loop import DomainLoop
+from .loop import DomainLoop, shut_down_netfront
 from .toolstack import open_domain
 from .traffic import check_frame, mac_bytes, make_frame
 
@@ -81,14 +81,8 @@ def guest_main(world_path: str, domid: int, paths: VifPaths, plan: TrafficPlan) 
                     t_tx1 = time.perf_counter()
                 if t_tx1 and received >= plan.to_guest:
                     break
-            front.close()
-            while front.dev.state != XenbusState.Closed and time.monotonic() < deadline + 10:
-                loop.run_once(0.05)
-            # a dead or stuck backend may still map our pages: give the toolstack time to reap it
-            revoke_deadline = time.monotonic() + 10
-            while front.pending_revoke and front.retry_revoke() and time.monotonic() < revoke_deadline:
-                loop.run_once(0.05)
-            front.stop_watching()
+            # a dead or stuck backend may still map our pages: the toolstack gets time to reap it
+            shut_down_netfront(front, loop)
             return {
                 "role": "guest",
                 "state": front.dev.state.name,

@@ -22,9 +22,8 @@ from ..netback.interface import NetbackConfig, Vif
 from ..netfront.device import Netfront, NetfrontConfig
 from ..packet.skb import Skb
 from ..xenbus.paths import VifPaths
-from ..xenbus.states import XenbusState
 from ..xenbus.toolstack import VifSpec
-from .loop import DomainLoop
+from .loop import DomainLoop, shut_down_netfront
 from .toolstack import SimToolstack, open_domain
 
 BACKEND, GUEST = 0, 1
@@ -169,13 +168,7 @@ def link_guest(world_path: str, paths: VifPaths, addr: LinkAddresses, cfg: LinkC
                     xs.write(f"{paths.frontend}/link-ready", "1")
             for skb in held:
                 skb.release()
-            front.close()
-            end = time.monotonic() + 10
-            while front.dev.state != XenbusState.Closed and time.monotonic() < end:
-                loop.run_once(0.05)
-            while front.pending_revoke and front.retry_revoke() and time.monotonic() < end:
-                loop.run_once(0.05)
-            front.stop_watching()
+            shut_down_netfront(front, loop)
             return {
                 "role": "guest",
                 "state": front.dev.state.name,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import selectors
+import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..platform.base import Platform, PlatformError
 from ..xenstore.client import XenstoreClient
@@ -73,3 +74,17 @@ class DomainLoop:
 
     def close(self) -> None:
         self._sel.close()
+
+
+def shut_down_netfront(front: Any, loop: DomainLoop, timeout_s: float = 10.0) -> None:
+    """Close a netfront in order: Closing, wait for Closed, then give a backend that was slow
+    (or died and was reaped) the same time to let go of our grants, and stop watching."""
+    from ..xenbus.states import XenbusState
+
+    front.close()
+    end = time.monotonic() + timeout_s
+    while front.dev.state != XenbusState.Closed and time.monotonic() < end:
+        loop.run_once(0.05)
+    while front.pending_revoke and front.retry_revoke() and time.monotonic() < end:
+        loop.run_once(0.05)
+    front.stop_watching()

@@ -23,7 +23,7 @@ from ..ports.pktgen import Generator, TrafficSpec, Verifier
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenbus.toolstack import VifSpec
-from .loop import DomainLoop
+from .loop import DomainLoop, shut_down_netfront
 from .procs import _ctx
 from .toolstack import SimToolstack, open_domain
 
@@ -128,13 +128,7 @@ def guest_side(
                     loop.run_once(0.05)
                     if xs.try_read(f"{paths.frontend}/pktgen-done") is not None:
                         break
-            front.close()
-            end = time.monotonic() + 10
-            while front.dev.state != XenbusState.Closed and time.monotonic() < end:
-                loop.run_once(0.05)
-            while front.pending_revoke and front.retry_revoke() and time.monotonic() < end:
-                loop.run_once(0.05)
-            front.stop_watching()
+            shut_down_netfront(front, loop)
             return {
                 "sent": sent,
                 "received": got,
