@@ -136,16 +136,17 @@ def test_refused_write_becomes_an_error_reply(
     real_write = os.write
 
     def write(fd: int, data: bytes) -> int:
-        if HEADER.unpack_from(data)[0] == XsType.XS_TRANSACTION_END:
-            raise OSError(errno.ESRCH, os.strerror(errno.ESRCH))  # what Linux says for a bad tx id
+        if HEADER.unpack_from(data)[0] == XsType.XS_WATCH:
+            # Linux registers the watch itself (register_xenbus_watch) and, when xenstored
+            # refuses it, fails the write() with xenstored's errno and queues no reply
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
         return real_write(fd, data)
 
     monkeypatch.setattr(xenbus, "os", types.SimpleNamespace(write=write, read=os.read, close=os.close))
     xs = XenstoreClient(transport=transport, timeout=5)
-    tx = xs.transaction()
     with pytest.raises(XenstoreError) as e:
-        tx.commit()
-    assert e.value.errno_name == "ESRCH"
+        xs.watch("/local/domain/0", "tok")
+    assert e.value.errno_name == "EACCES"
     assert xs.read_str("name") == "guest"  # the connection is still good
 
 
@@ -197,3 +198,22 @@ def test_read_domid_errors() -> None:
     ok = HEADER.pack(XsType.XS_READ, req_id, 0, 2) + b"42"
     other = HEADER.pack(XsType.XS_READ, 9, 0, 1) + b"1"
     assert read_domid(Replies(other + ok[:5], ok[5:])) == 42
+
+
+def test_watches_are_answered_as_xenstored_would(kernel: tuple[XenbusTransport, FakeXenbus]) -> None:
+    """Linux registers each XS_WATCH itself, so a duplicate is not refused and an unknown
+    unwatch is OK; the transport answers both as xenstored does, without a write()."""
+    transport, fake = kernel
+    xs = XenstoreClient(transport=transport, timeout=5)
+    xs.watch("data", "tok")
+    writes = len(fake.records)
+    with pytest.raises(XenstoreError) as e:
+        xs.watch("data", "tok")
+    assert e.value.errno_name == "EEXIST"
+    xs.watch("data", "other")  # another token is another watch
+    xs.unwatch("data", "tok")
+    with pytest.raises(XenstoreError) as e:
+        xs.unwatch("data", "tok")
+    assert e.value.errno_name == "ENOENT"
+    xs.watch("data", "tok")  # and again after the unwatch
+    assert len(fake.records) == writes + 3

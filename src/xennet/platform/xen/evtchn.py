@@ -1,15 +1,24 @@
 """/dev/xen/evtchn, and the ``EventChannels`` of the xen platform on it.
 
-The device: bind ioctls return the local port; ``read()`` returns the ports that fired as
-native ``u32`` values, each masked by the kernel until it is written back with
-``write()``; the descriptor is readable while any port is pending.  If more ports fire
-than the device's ring holds, ``read()`` fails with EFBIG: the ring is then reset and
-every bound port is reported (a spurious wake-up is harmless, a lost one is not).
+The device (drivers/xen/evtchn.c, Linux 6.1): bind ioctls return the local port;
+``read()`` returns the ports that fired as native ``u32`` values (EAGAIN when none, the
+descriptor being O_NONBLOCK), and a port that fired stays masked (its late EOI withheld)
+until it is written back with ``write()``, so it is reported once however often it is
+notified meanwhile; writing it back delivers a notify that came while it was masked.
+Writing a port that is not bound on this descriptor, or not masked, does nothing.  The
+descriptor is readable while any port is pending.  The kernel's ring has a slot for every
+bound port, so it cannot really overflow; if it did, ``read()`` fails with EFBIG (and
+poll says POLLERR): the ring is then reset and every bound port is reported (a spurious
+wake-up is harmless, a lost one is not).
+
+Xen marks the *binding* end of a new interdomain channel pending at once (it makes up
+for notifications the unbound end may have lost), so ``bind_interdomain``'s port fires
+once right away: callers see one spurious event.
 
 What the device cannot tell: ``IOCTL_EVTCHN_NOTIFY`` ignores the hypercall's result, so a
-notify to a peer that closed its end or died succeeds silently; ``notify`` raises PeerGone
-only when the port is no longer bound here.  Watch the peer's xenstore state (or
-``@releaseDomain``) to learn that it went away.
+notify to a peer that closed its end or died succeeds silently; ``notify`` raises
+PlatformError only when the port is not bound here (ENOTCONN from the kernel).  Watch the
+peer's xenstore state (or ``@releaseDomain``) to learn that it went away.
 """
 
 from __future__ import annotations

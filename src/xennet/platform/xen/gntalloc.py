@@ -33,13 +33,24 @@ What gntalloc cannot express, and what this does about it:
   ``end_access`` therefore always succeeds (True) for a ref in use.
 * **Whether the peer maps a grant** (``is_mapped``): userspace cannot see the grant table
   entry's reading/writing bits, so it raises PlatformError.
-* **Size**: gntalloc has a global page limit shared by all its users (module parameter
-  ``limit``, default 1024 pages); beyond it ``alloc`` raises PlatformError.
+* **Size**: gntalloc has a global page limit shared by every process of the domain (module
+  parameter ``limit``, /sys/module/xen_gntalloc/parameters/limit, default 1024 pages; one
+  ALLOC_GREF of more than the limit, or one that would take the total past it, fails with
+  ENOSPC, and ``alloc`` raises PlatformError).  Every page of the pool counts, granted or
+  not, while this process holds it (Linux 6.1 stops counting a freed page at once, even
+  while the peer still maps it: the grant and the page then wait in the kernel's deferred
+  list, not in gntalloc).  A netfront with full rings holds 2 ring pages + 256 rx buffers +
+  up to 256 tx slots = 514 pages before its page cache (up to 512 more) and the packets in
+  flight, so 1024 is not enough for one busy vif, let alone two: ``XenPlatform`` raises the
+  limit (``ensure_gntalloc_limit``) to ``WANTED_GNTALLOC_LIMIT`` when it is lower.
+
+Every allocation is one ioctl and one mmap of its own (``Gntalloc.mmap`` never spans two:
+the kernel's vma close walks an mmap's pages in allocation order), mapped without holding a
+descriptor per mapping (``device.mmap_device``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import mmap
 import os
@@ -50,7 +61,7 @@ from typing import Literal
 
 from ..base import MAX_ORDER, PAGE_SIZE, Page, PlatformError
 from . import uapi
-from .device import DEV_DIR, XenDeviceError, ioctl, open_device
+from .device import DEV_DIR, XenDeviceError, ioctl, mapping_address, mmap_device, open_device
 
 _ALLOC_IN = uapi.GNTALLOC_ALLOC_GREF.codec("domid", "flags", "count")
 _ALLOC_INDEX = uapi.GNTALLOC_ALLOC_GREF.codec("index")
@@ -60,6 +71,33 @@ _NOTIFY = uapi.GNTALLOC_UNMAP_NOTIFY.codec()
 _DOMID_MAX = 0xFFFF  # gntalloc's domid is a u16
 
 GNTALLOC_LIMIT_PARAM = "/sys/module/xen_gntalloc/parameters/limit"
+GNTALLOC_DEFAULT_LIMIT = 1024  # drivers/xen/gntalloc.c: pages, all users of the domain together
+# what XenPlatform asks for when it grants: a few busy vifs' worth (32 MiB of pages at most,
+# and only while allocated)
+WANTED_GNTALLOC_LIMIT = 8192
+
+
+def read_limit(path: str = GNTALLOC_LIMIT_PARAM) -> int | None:
+    """A module's ``limit`` parameter (gntalloc's by default), None when it cannot be read."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_gntalloc_limit(minimum: int, path: str = GNTALLOC_LIMIT_PARAM) -> int | None:
+    """Raise gntalloc's global page limit to ``minimum`` if it is lower (root may: the
+    parameter is 0644); never lowers it.  Returns the limit in force (None when unknown)."""
+    current = read_limit(path)
+    if current is not None and current < minimum:
+        try:
+            with open(path, "w") as f:
+                f.write(f"{minimum}\n")
+        except OSError:
+            pass
+        current = read_limit(path)
+    return current
 
 
 def pack_alloc_gref(domid: int, count: int, writable: bool) -> bytearray:
@@ -102,9 +140,11 @@ class Gntalloc:
             )
         except XenDeviceError as e:
             if e.errno == _errno.ENOSPC:
+                limit = read_limit()
                 raise XenDeviceError(
-                    f"gntalloc: out of grantable pages allocating {count} for d{domid}: the global "
-                    f"limit ({GNTALLOC_LIMIT_PARAM}) is reached",
+                    f"gntalloc: out of grantable pages allocating {count} for d{domid}: the domain's "
+                    f"gntalloc pages would pass the global limit of {limit if limit is not None else '?'} "
+                    f"({GNTALLOC_LIMIT_PARAM}; raise it as root)",
                     errno=e.errno,
                 ) from None
             raise
@@ -122,10 +162,10 @@ class Gntalloc:
         self._ioctl(uapi.IOCTL_GNTALLOC_SET_UNMAP_NOTIFY, buf, f"gntalloc: unmap notify at {offset:#x}")
 
     def mmap(self, index: int, count: int) -> mmap.mmap:
+        """Map what one ``alloc_gref`` returned, whole: the kernel's vma close walks the pages
+        of an mmap in allocation order, so a mapping must never span two allocations."""
         try:
-            return mmap.mmap(
-                self.fd, count * PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=index
-            )
+            return mmap_device(self.fd, count * PAGE_SIZE, index, writable=True)
         except OSError as e:
             raise XenDeviceError(
                 f"gntalloc: mmap of {count} pages at {index:#x}: {e.strerror}", errno=e.errno
@@ -137,14 +177,7 @@ class Gntalloc:
             self.fd = -1
 
 
-def buffer_address(mm: mmap.mmap) -> int:
-    """The virtual address of a writable mmap's first byte (the ctypes view is dropped at once,
-    so it does not pin the mmap open)."""
-    c = ctypes.c_char.from_buffer(mm)
-    try:
-        return ctypes.addressof(c)
-    finally:
-        del c
+buffer_address = mapping_address
 
 
 @dataclass(eq=False)

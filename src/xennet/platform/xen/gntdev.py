@@ -1,19 +1,38 @@
 """/dev/xen/gntdev, and the ``GrantMapper`` of the xen platform on it.
 
-Map: ``IOCTL_GNTDEV_MAP_GRANT_REF`` reserves ``count`` grants and returns an mmap index;
-the grants are really mapped by ``mmap(fd, count * 4096, offset=index)`` (read-only
-unless ``writable``), so a bad grant shows up as mmap failing with EINVAL.  gntdev does
+What drivers/xen/gntdev.c (Linux 6.1) does, and what follows here:
+
+Map: ``IOCTL_GNTDEV_MAP_GRANT_REF`` reserves ``count`` grants and returns an mmap index
+(a byte offset: the reservation's first page << PAGE_SHIFT; freed indexes are reused);
+the grants are really mapped by one ``mmap(count * 4096, MAP_SHARED, offset=index)`` of
+the whole reservation (a second mmap of it is EINVAL), GNTMAP_readonly unless the mapping
+is PROT_WRITE.  A bad grant therefore shows up as mmap failing with EINVAL.  gntdev does
 not report Xen's GNTST code for that, so after a failed map each ref is probed with a
 1-byte read grant copy to find it (GNTST_general_error when every probe succeeds, which
-is what Xen answers for a write map of a read-only grant).
-Unmap: munmap, then ``IOCTL_GNTDEV_UNMAP_GRANT_REF``.
+is what Xen answers for a write map of a read-only grant).  The mappings are made with
+``device.mmap_device``, which holds no descriptor per mapping.
+
+Limits: gntdev's ``limit`` parameter (/sys/module/xen_gntdev/parameters/limit) is 65536
+grants *per map request* in 6.1, not a global budget (the old global limit and
+IOCTL_GNTDEV_SET_MAX_GRANTS are gone: that ioctl is ENOTTY).  What bounds the total is
+Xen's maptrack table (``gnttab_max_maptrack_frames``, 1024 frames by default: several
+hundred thousand mappings) and the kernel's supply of unpopulated/ballooned pages that
+back each mapped grant.
+
+Unmap: munmap, then ``IOCTL_GNTDEV_UNMAP_GRANT_REF``.  Either order works: the
+reservation and the VMA each hold a reference, and the grants are unmapped from Xen when
+the last goes (the ioctl frees the index at once).  So a mapping whose views are still
+exported when ``unmap`` runs stays mapped until the last view goes (``deferred_unmaps``).
 
 Grant copy: ``IOCTL_GNTDEV_GRANT_COPY`` with an array of ``gntdev_grant_copy_segment``;
 a side is a grant ref ``{ref, offset, domid}`` or a virtual address in this process (a
-local frame's address in ``XenMemory``).  gntdev fails the *whole* batch with EINVAL for a
-segment that crosses a page on its grant side or copies local to local, so such ops are
-settled here first with the status Xen gives them (GNTST_bad_copy_arg, and a plain
-memmove for local to local), keeping the order of the batch.
+local frame's address in ``XenMemory``).  The kernel writes each segment's GNTST status
+(0 first, then the first failing op's status).  It fails the *whole* ioctl with EINVAL for
+a segment that crosses a page on its grant side or copies local to local, and then the
+statuses of the earlier segments mean nothing (their ops may not have run), so such ops
+are settled here first with the status Xen gives them (GNTST_bad_copy_arg, and a plain
+memmove for local to local), keeping the order of the batch.  Any other ioctl failure
+(EFAULT, ENOMEM) raises XenDeviceError for the batch.
 """
 
 from __future__ import annotations
@@ -39,7 +58,7 @@ from ...abi.grant_table import (
 )
 from ..base import PAGE_SIZE, GrantCopy, PlatformError
 from . import uapi
-from .device import DEV_DIR, XenDeviceError, ioctl, open_device
+from .device import DEV_DIR, XenDeviceError, ioctl, mmap_device, open_device
 
 _MAP_HEAD = uapi.GNTDEV_MAP_GRANT_REF.codec("count", "index")
 _MAP_REFS_OFF = uapi.GNTDEV_MAP_GRANT_REF.offsetof("refs")
@@ -197,9 +216,12 @@ class Gntdev:
         self._ioctl(uapi.IOCTL_GNTDEV_SET_UNMAP_NOTIFY, buf, f"gntdev: unmap notify at {offset:#x}")
 
     def mmap(self, index: int, count: int, writable: bool) -> mmap.mmap:
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        """Map ``count`` grants reserved at ``index`` (one mmap per reservation, all of it: gntdev
+        refuses a second mmap of one reservation).  The pages are PROT_READ unless ``writable``
+        (gntdev then maps with GNTMAP_readonly); the object is writable from Python's side in
+        either case, so expose ``memoryview(mm).toreadonly()`` of a read-only one."""
         try:
-            return mmap.mmap(self.fd, count * PAGE_SIZE, mmap.MAP_SHARED, prot, offset=index)
+            return mmap_device(self.fd, count * PAGE_SIZE, index, writable)
         except OSError as e:
             raise XenDeviceError(
                 f"gntdev: mmap of {count} grants at {index:#x}: {e.strerror}", errno=e.errno
@@ -235,7 +257,9 @@ class XenMapping:
         self.index = index
         self.mm = mm
         self.live = True
-        self._view = memoryview(mm)  # read-only when the mmap is
+        self._base = memoryview(mm)
+        # a read-only mapping's pages are PROT_READ: a write must raise, not fault
+        self._view = self._base if writable else self._base.toreadonly()
         self.pages = tuple(self._view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE] for i in range(len(refs)))
 
     @property
@@ -257,7 +281,7 @@ class XenMapping:
     def release(self) -> bool:
         """Drop our views and munmap; False when someone's slice keeps the mmap alive
         (it is unmapped when the last slice goes)."""
-        for v in (*self.pages, self._view):
+        for v in (*self.pages, self._view, self._base):
             try:
                 v.release()
             except BufferError:

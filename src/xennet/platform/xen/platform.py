@@ -17,7 +17,15 @@ from ...abi.grant_table import DOMID_SELF
 from ..base import Accounting, EventChannels, GrantMapper, GrantTable, Memory, PlatformError
 from .device import DEV_DIR, SYS_HYPERVISOR_TYPE, missing_device_message
 from .evtchn import Evtchn, XenEventChannels
-from .gntalloc import Gntalloc, ReadonlyPolicy, XenGrantTable, XenMemory
+from .gntalloc import (
+    WANTED_GNTALLOC_LIMIT,
+    Gntalloc,
+    ReadonlyPolicy,
+    XenGrantTable,
+    XenMemory,
+    ensure_gntalloc_limit,
+    read_limit,
+)
 from .gntdev import Gntdev, XenGrantMapper
 from .xenbus import XenbusTransport, read_domid
 
@@ -83,7 +91,11 @@ class XenPlatform:
         dev_dir: str = DEV_DIR,
         readonly: ReadonlyPolicy = "relax",
         hv_type_path: str = SYS_HYPERVISOR_TYPE,
+        gntalloc_limit: int | None = WANTED_GNTALLOC_LIMIT,
     ) -> None:
+        """``gntalloc_limit``: with a grant peer, raise gntalloc's global page limit to at
+        least this (it is 1024 by default, too few for a busy netfront; see ``gntalloc``);
+        None leaves it alone.  ``self.gntalloc_limit`` is the limit then in force."""
         if peer_domid is not None:
             _check_domid("peer_domid", peer_domid)
         if domid is not None:
@@ -99,6 +111,8 @@ class XenPlatform:
             evtchn = Evtchn(dev_dir)
             if peer_domid is not None:
                 gntalloc = Gntalloc(dev_dir)
+                if gntalloc_limit is not None:
+                    ensure_gntalloc_limit(gntalloc_limit)
         except BaseException:
             for dev in (gntdev, evtchn, gntalloc):
                 if dev is not None:
@@ -140,6 +154,7 @@ class XenPlatform:
         self.peer_domid = peer_domid
         self.dev_dir = dev_dir
         self.closed = False
+        self.gntalloc_limit = read_limit() if gntalloc is not None else None
         self._gntdev = gntdev
         self._evtchn_dev = evtchn
         self._gntalloc = gntalloc

@@ -5,15 +5,35 @@ socket) through the kernel's own xenstore connection, in dom0 and in a domU alik
 
     XenstoreClient(transport=XenbusTransport())
 
-Two things differ from a socket, and this transport hides both:
+What differs from a socket (drivers/xen/xenbus/xenbus_dev_frontend.c, Linux 6.1), and
+what this transport does about it:
 
 * A ``write()`` must hold whole messages: the kernel gathers one message in a buffer,
   acts on it once complete, then *discards* whatever else that write carried.  So
   ``send`` splits its bytes into messages and writes each one by itself.
-* Some requests the kernel refuses itself (a ``write()`` error such as ESRCH for an
-  unknown transaction, EINVAL for a bad message) and no reply ever comes.  ``send``
-  turns such an error into an ``XS_ERROR`` reply for that request, returned by the next
-  ``recv``, so the client gets an error instead of waiting for its timeout.
+* That buffer is XENSTORE_PAYLOAD_MAX (4096) bytes *including* the 16-byte header, so a
+  request payload may be 4080 bytes at most (xenstored's socket takes 4096); a longer
+  one is refused here with E2BIG (the kernel would say EINVAL or E2BIG to the write).
+* The kernel answers some requests itself, in the read queue, with the request's
+  req_id/tx_id: an unknown transaction id gets an ``XS_ERROR "ENOENT"``, a bad
+  ``XS_TRANSACTION_END`` body (not exactly "T" or "F") ``"EINVAL"``, and ``XS_WATCH`` /
+  ``XS_UNWATCH`` an "OK" of their own type (an unwatch of an unknown watch included).
+  The watch's initial event may be queued *before* that "OK".
+* Other refusals are a ``write()`` error with no reply ever queued: a watch xenstored
+  refused (its errno: EACCES, EINVAL, ENOSPC...), ENOMEM.  ``send`` turns such an error
+  into an ``XS_ERROR`` reply for that request, returned by the next ``recv``, so the
+  client gets an error instead of waiting for its timeout.
+* ``XS_RESET_WATCHES`` would go to xenstored on the *kernel's* connection, which all
+  users of the device share: it would drop the kernel's own watches (every xenbus
+  frontend and backend of the domain would stop seeing changes) and its transactions.
+  ``send`` refuses it with an ``XS_ERROR "ENOSYS"`` reply.
+* The kernel registers each ``XS_WATCH`` itself, under a token of its own, so a second
+  watch of the same path and token is not refused (it would fire twice per change), and
+  an ``XS_UNWATCH`` of no watch is answered OK.  ``send`` answers those two as xenstored
+  would on a socket: EEXIST and ENOENT.
+* ``XS_WATCH_EVENT`` messages carry an uninitialised req_id and tx_id (kernel stack
+  garbage): match events by type, never by id.
+* One ``read()`` returns as many queued messages as fit, and may end inside one.
 """
 
 from __future__ import annotations
@@ -30,6 +50,8 @@ from ..base import PlatformError
 from .device import DEV_DIR, errno_name, open_device
 
 _HDR = HEADER.size
+# the kernel's message buffer holds the header and the payload together
+XENBUS_DEV_PAYLOAD_MAX = XENSTORE_PAYLOAD_MAX - _HDR
 # write() errors that mean the device itself is unusable, not that one message was refused
 _FATAL = {_errno.EBADF, _errno.EPIPE, _errno.ENODEV, _errno.ENXIO, _errno.EIO}
 
@@ -48,6 +70,15 @@ def split_messages(data: bytes) -> tuple[list[bytes], bytes]:
     return out, data[pos:]
 
 
+def watch_key(payload: bytes) -> tuple[bytes, bytes] | None:
+    """(path, token) of an XS_WATCH/XS_UNWATCH payload; None when malformed (the kernel
+    answers that with EINVAL itself)."""
+    parts = payload.split(b"\0")
+    if len(parts) < 3:
+        return None
+    return parts[0], parts[1]
+
+
 class XenbusTransport:
     """A connection to xenstore through /dev/xen/xenbus (``Transport`` of the xenstore client)."""
 
@@ -55,6 +86,7 @@ class XenbusTransport:
         self._fd = open_device("xenbus", dev_dir, nonblocking=True) if fd is None else fd
         self._pending_out = b""  # an incomplete message, until the rest is sent
         self._inbox = bytearray()  # replies made up for requests the kernel refused
+        self._watches: set[tuple[bytes, bytes]] = set()  # (path, token) registered through us
 
     def send(self, data: bytes) -> None:
         if self._fd < 0:
@@ -65,8 +97,23 @@ class XenbusTransport:
 
     def _write_message(self, msg: bytes) -> None:
         type_, req_id, tx_id, length = HEADER.unpack_from(msg, 0)
-        if length > XENSTORE_PAYLOAD_MAX:
-            raise XenstoreError("E2BIG", f"request payload of {length} bytes")
+        if length > XENBUS_DEV_PAYLOAD_MAX:
+            limit = XENBUS_DEV_PAYLOAD_MAX
+            raise XenstoreError("E2BIG", f"request payload of {length} bytes (the device takes {limit})")
+        if type_ == XsType.XS_RESET_WATCHES:
+            self._reply_error(req_id, tx_id, "ENOSYS")  # see the module docstring
+            return
+        watch: tuple[bytes, bytes] | None = None
+        if type_ in (XsType.XS_WATCH, XsType.XS_UNWATCH):
+            watch = watch_key(msg[_HDR:])
+            # the kernel would register a duplicate (two events per change) and answer an
+            # unknown unwatch with OK: answer as xenstored does on a socket
+            if watch is not None and type_ == XsType.XS_WATCH and watch in self._watches:
+                self._reply_error(req_id, tx_id, "EEXIST")
+                return
+            if watch is not None and type_ == XsType.XS_UNWATCH and watch not in self._watches:
+                self._reply_error(req_id, tx_id, "ENOENT")
+                return
         pos = 0
         while pos < len(msg):
             try:
@@ -81,9 +128,17 @@ class XenbusTransport:
                     raise XenstoreConnectionError(f"xenbus device: {e.strerror}") from e
                 if pos:  # the kernel holds part of the message: it cannot be taken back
                     raise XenstoreConnectionError(f"xenbus device: {e.strerror} mid-message") from e
-                name = errno_name(e.errno).encode("ascii", "replace") + b"\0"
-                self._inbox += HEADER.pack(XsType.XS_ERROR, req_id, tx_id, len(name)) + name
+                self._reply_error(req_id, tx_id, errno_name(e.errno))
                 return
+        if watch is not None:  # the write succeeded: the kernel (un)registered it already
+            if type_ == XsType.XS_WATCH:
+                self._watches.add(watch)
+            else:
+                self._watches.discard(watch)
+
+    def _reply_error(self, req_id: int, tx_id: int, errno_name: str) -> None:
+        name = errno_name.encode("ascii", "replace") + b"\0"
+        self._inbox += HEADER.pack(XsType.XS_ERROR, req_id, tx_id, len(name)) + name
 
     def recv(self, timeout: float | None) -> bytes:
         if self._inbox:
