@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -487,6 +488,54 @@ def _vif_options(specs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class _Drivers:
+    mac: str
+    mtu: int
+    offloads: bool
+    front: Any  # NetfrontConfig
+    back: Any  # NetbackConfig
+
+
+def _vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], _Drivers]:
+    """Parse and check xl-style vif options into the two drivers' configurations."""
+    from ..netback.interface import NetbackConfig
+    from ..netback.tx import TxLimits
+    from ..netfront.device import NetfrontConfig
+    from ..xenbus.toolstack import VifSpec
+
+    o = _vif_options(specs)
+    try:
+        mtu = int(o.get("mtu", "1500"))
+        queues = int(o.get("queues", "1"))
+        VifSpec(mac=o.get("mac", "00:16:3e:00:00:01"), mtu=mtu)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if queues != 1:
+        raise click.BadParameter("queues: only queues=1 is built so far", param_hint="queues=")
+    choices = {
+        "policy": ("drop", "linearize", "segment", "relayout"),
+        "packing": ("seed", "full"),
+        "admission": ("estimate", "fit-or-wait"),
+        "data": ("copy", "map"),
+        "offloads": ("0", "1"),
+    }
+    for key, allowed in choices.items():
+        if key in o and o[key] not in allowed:
+            raise click.BadParameter(f"{key}={o[key]}: choose one of {', '.join(allowed)}")
+    return o, _Drivers(
+        mac=o.get("mac", "00:16:3e:00:00:01").lower(),
+        mtu=mtu,
+        offloads=o.get("offloads", "1") == "1",
+        front=NetfrontConfig(slot_policy=o.get("policy", "linearize")),
+        back=NetbackConfig(
+            tx_limits=TxLimits(data="map" if o.get("data") == "map" else "copy"),
+            rx_packing=o.get("packing", "full"),
+            rx_admission=o.get("admission", "fit-or-wait"),
+        ),
+    )
+
+
 @main.command()
 @click.argument("vif", nargs=-1)
 @click.option("--check", is_flag=True, help="Run ping and iperf3 across the link and a veth pair, then exit.")
@@ -507,44 +556,18 @@ def link(
     import statistics
     import time as _time
 
-    from ..netback.interface import NetbackConfig
-    from ..netback.tx import TxLimits
-    from ..netfront.device import NetfrontConfig
     from ..world.link import Link, LinkConfig, preflight
-    from ..xenbus.toolstack import VifSpec
 
-    o = _vif_options(vif)
-    try:
-        mtu = int(o.get("mtu", "1500"))
-        queues = int(o.get("queues", "1"))
-        VifSpec(mac=o.get("mac", "00:16:3e:00:00:01"), mtu=mtu)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if queues != 1:
-        raise click.BadParameter("queues: only queues=1 is built so far", param_hint="queues=")
-    choices = {
-        "policy": ("drop", "linearize", "segment", "relayout"),
-        "packing": ("seed", "full"),
-        "admission": ("estimate", "fit-or-wait"),
-        "data": ("copy", "map"),
-        "offloads": ("0", "1"),
-    }
-    for key, allowed in choices.items():
-        if key in o and o[key] not in allowed:
-            raise click.BadParameter(f"{key}={o[key]}: choose one of {', '.join(allowed)}")
+    _, drivers = _vif_config(vif)
     missing = preflight(check)
     if missing:
         raise click.ClickException("xennet link cannot run here:\n  " + "\n  ".join(missing))
     cfg = LinkConfig(
-        mac=o.get("mac", "00:16:3e:00:00:01"),
-        mtu=mtu,
-        offloads=o.get("offloads", "1") == "1",
-        front=NetfrontConfig(slot_policy=o.get("policy", "linearize")),
-        back=NetbackConfig(
-            tx_limits=TxLimits(data="map" if o.get("data") == "map" else "copy"),
-            rx_packing=o.get("packing", "full"),
-            rx_admission=o.get("admission", "fit-or-wait"),
-        ),
+        mac=drivers.mac,
+        mtu=drivers.mtu,
+        offloads=drivers.offloads,
+        front=drivers.front,
+        back=drivers.back,
         pcap_guest=pcap_guest,
         pcap_host=pcap_host,
     )
@@ -602,6 +625,150 @@ def link(
         res = lk.close()
         acct = res.get("accounting_after", {})
         console.print(f"torn down; held after: {acct}")
+
+
+# -- a real Xen host ---------------------------------------------------------------------------
+
+
+@main.group()
+def xen() -> None:
+    """Run xennet's drivers on a real Xen host, against the kernel's or each other."""
+
+
+def _stop_flag() -> Any:
+    """True once SIGTERM or SIGINT arrived: the drivers then close in order."""
+    import signal
+
+    stopped: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopped.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return lambda: bool(stopped)
+
+
+def _report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    for name, vif in result.get("vifs", {}).items():
+        console.print(_counter_table(f"{name} ({vif['state']})", vif["stats"]))
+    if "stats" in result:
+        console.print(_counter_table(f"netfront ({result['state']})", result["stats"]))
+    console.print(f"held at exit: {result.get('accounting')}")
+
+
+def _xen_errors() -> tuple[type[BaseException], ...]:
+    from ..platform.base import PlatformError
+    from ..world.xenhost import XenHostError
+    from ..xenstore.errors import XenstoreError
+
+    return (PlatformError, XenHostError, XenstoreError, OSError)
+
+
+@xen.command("netback")
+@click.argument("vif", nargs=-1)
+@click.option("--kind", default="vif", show_default=True, help="Serve <dom>/backend/KIND (e.g. pyvif).")
+@click.option("--tap-prefix", default="xnb", show_default=True, help="vif D.H goes to TAP <prefix>D.H.")
+@click.option("--address", help="ADDR/PREFIX for the first vif's TAP.")
+@click.option("--bridge", help="Enslave each TAP to this bridge (a vif's own `bridge` key wins).")
+@click.option("--pcap", type=click.Path(dir_okay=False), help="Write what crosses the backend's end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON at exit.")
+def xen_netback(
+    vif: tuple[str, ...],
+    kind: str,
+    tap_prefix: str,
+    address: str | None,
+    bridge: str | None,
+    pcap: str | None,
+    as_json: bool,
+) -> None:
+    """Be the backend of every vif under this domain's backend/KIND until SIGTERM/SIGINT.
+
+    VIF options: packing=seed|full admission=estimate|fit-or-wait data=copy|map offloads=1|0 mtu=N.
+    """
+    from ..world.xenhost import NetbackHostConfig, run_netback
+
+    _, drivers = _vif_config(vif)
+    if not kind.replace("-", "").isalnum():
+        raise click.BadParameter(f"{kind!r}: a xenstore directory name", param_hint="--kind")
+    cfg = NetbackHostConfig(
+        kind=kind,
+        tap_prefix=tap_prefix,
+        address=address,
+        bridge=bridge,
+        mtu=drivers.mtu,
+        offloads=drivers.offloads,
+        back=drivers.back,
+        pcap=pcap,
+    )
+    try:
+        result = run_netback(cfg, _stop_flag())
+    except _xen_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report(result, as_json)
+
+
+@xen.command("netfront")
+@click.argument("vif", nargs=-1)
+@click.option("--handle", default=0, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--tap", "tap_name", default="xnf0", show_default=True, help="The TAP the guest's stack uses.")
+@click.option("--address", help="ADDR/PREFIX for the TAP.")
+@click.option("--pcap", type=click.Path(dir_okay=False), help="Write what crosses the frontend's end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON at exit.")
+def xen_netfront(
+    vif: tuple[str, ...], handle: int, tap_name: str, address: str | None, pcap: str | None, as_json: bool
+) -> None:
+    """Be the frontend of this domU's vif HANDLE (load no xen-netfront) until SIGTERM/SIGINT.
+
+    VIF options: policy=drop|linearize|segment|relayout offloads=1|0 mtu=N.
+    """
+    from ..world.serve import TapSpec
+    from ..world.xenhost import NetfrontHostConfig, run_netfront
+
+    _, drivers = _vif_config(vif)
+    tap = TapSpec(tap_name, None, address, drivers.mtu, drivers.offloads)
+    cfg = NetfrontHostConfig(handle=handle, tap=tap, front=drivers.front, pcap=pcap)
+    try:
+        result = run_netfront(cfg, _stop_flag())
+    except _xen_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report(result, as_json)
+
+
+@xen.command("attach")
+@click.argument("domid", type=click.IntRange(1, 0x7FEF))
+@click.argument("vif", nargs=-1)
+@click.option("--handle", default=0, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--kind", default="vif", show_default=True, help="The backend directory kind.")
+@click.option("--bridge", help="Written as the vif's `bridge` key.")
+def xen_attach(domid: int, vif: tuple[str, ...], handle: int, kind: str, bridge: str | None) -> None:
+    """From dom0: create vif HANDLE of domain DOMID with libxl's keys (mac= mtu=)."""
+    from ..world.xenhost import attach
+    from ..xenbus.toolstack import VifSpec
+
+    _, drivers = _vif_config(vif)
+    try:
+        paths = attach(domid, handle, kind, VifSpec(mac=drivers.mac, mtu=drivers.mtu, bridge=bridge))
+    except _xen_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{paths.frontend} <-> {paths.backend}")
+
+
+@xen.command("detach")
+@click.argument("domid", type=click.IntRange(1, 0x7FEF))
+@click.option("--handle", default=0, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--kind", default="vif", show_default=True)
+def xen_detach(domid: int, handle: int, kind: str) -> None:
+    """From dom0: take vif HANDLE of DOMID offline and remove both directories."""
+    from ..world.xenhost import detach
+
+    try:
+        detach(domid, handle, kind)
+    except _xen_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _register_xenlab() -> None:

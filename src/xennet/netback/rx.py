@@ -217,6 +217,7 @@ class RxQueue:
             self.stats.rx_packets += 1
             self.stats.rx_bytes += skb.len
             self.stats.rx_slots += plan.slots
+            self.stats.rx_gso_packets += 1 if plan.gso else 0
 
     def _stalled(self) -> None:
         log.error(

@@ -243,6 +243,8 @@ class TxQueue:
             self._offloads(packet, skb)
             self.stats.tx_packets += 1
             self.stats.tx_bytes += skb.len
+            self.stats.tx_slots += len(packet.slots)
+            self.stats.tx_gso_packets += 1 if skb.gso_size else 0
             if self.limits.data == "map":
                 # the skb names the guest's grants: answer its slots only when it is released
                 self._outstanding[id(packet)] = packet

@@ -218,6 +218,7 @@ class RxQueue:
         self.stats.rx_packets += 1
         self.stats.rx_bytes += skb.len
         self.stats.rx_slots += len(slots) + len(extras)
+        self.stats.rx_gso_packets += 1 if skb.gso_size else 0
         return skb
 
     def teardown(self) -> list[Revoke]:

@@ -14,6 +14,7 @@ class NetfrontStats:
     tx_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
     tx_queue_stopped: int = 0
     tx_slots: int = 0
+    tx_gso_packets: int = 0  # sent with a GSO extra (the backend segments them)
     tx_soft_gso: int = 0
     tx_bounced: int = 0
     tx_bytes_copied: int = 0  # by bounces, linearization and slot policies
@@ -23,6 +24,7 @@ class NetfrontStats:
     rx_errors: Counter[str] = field(default_factory=Counter)
     rx_buffers_posted: int = 0
     rx_slots: int = 0
+    rx_gso_packets: int = 0  # arrived with a GSO extra
     notifications_sent: int = 0
     events: int = 0
     spurious_events: int = 0

@@ -148,6 +148,7 @@ class TxQueue:
         self.stats.tx_packets += 1
         self.stats.tx_bytes += length
         self.stats.tx_slots += len(pieces) + (1 if skb.gso_size else 0)
+        self.stats.tx_gso_packets += 1 if skb.gso_size else 0
 
     def flush(self) -> bool:
         """Publish queued requests; True when the backend must be notified."""

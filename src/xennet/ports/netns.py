@@ -148,9 +148,14 @@ class Netns:
     def __repr__(self) -> str:
         return f"Netns({self.name!r})"
 
+    @classmethod
+    def current(cls) -> Netns:
+        """This process's own namespace (links only; it is never deleted)."""
+        return cls("")
+
     @property
     def path(self) -> Path:
-        return netns_path(self.name)
+        return netns_path(self.name) if self.name else Path("/proc/self/ns/net")
 
     @classmethod
     def create(cls, name: str | None = None, *, prefix: str = "xn") -> Netns:
@@ -162,7 +167,8 @@ class Netns:
         """pyroute2 ``IPRoute`` whose netlink socket lives in this namespace."""
         if self._ipr is None:
             # flags=0: never create the namespace on the fly (pyroute2's default O_CREAT would)
-            self._ipr = _pyroute2().IPRoute(netns=self.name, flags=0)
+            pr = _pyroute2()
+            self._ipr = pr.IPRoute(netns=self.name, flags=0) if self.name else pr.IPRoute()
         return self._ipr
 
     def close(self) -> None:
@@ -172,6 +178,8 @@ class Netns:
 
     def delete(self) -> bool:
         self.close()
+        if not self.name:
+            raise NetnsError(errno.EPERM, "refusing to delete this process's own namespace")
         return delete_netns(self.name)
 
     def __enter__(self) -> Netns:
@@ -217,6 +225,10 @@ class Netns:
 
     def set_mtu(self, ifname: str, mtu: int) -> None:
         self.ipr().link("set", index=self.link_index(ifname), mtu=mtu)
+
+    def set_master(self, ifname: str, bridge: str) -> None:
+        """Enslave ``ifname`` to the bridge ``bridge`` (which must exist here)."""
+        self.ipr().link("set", index=self.link_index(ifname), master=self.link_index(bridge))
 
     def set_gso_max_size(self, ifname: str, size: int) -> None:
         """Cap the GSO packets the stack builds for this link (e.g. below 65535 bytes of

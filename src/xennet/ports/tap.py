@@ -158,7 +158,8 @@ class Tap:
             else:
                 fd = run_in_netns(netns, os.open, TUN_DEVICE, flags)
         except OSError as e:
-            raise TapError(e.errno, f"open {TUN_DEVICE}: {e.strerror}") from None
+            hint = " (load the tun module: modprobe tun)" if e.errno == errno.ENOENT else ""
+            raise TapError(e.errno, f"open {TUN_DEVICE}: {e.strerror}{hint}") from None
         step = "TUNSETIFF"
         try:
             ifr = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))

@@ -8,22 +8,21 @@ grants -> netback, and back.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..netback.backend import Netback
-from ..netback.interface import NetbackConfig, Vif
+from ..netback.interface import NetbackConfig
 from ..netfront.device import Netfront, NetfrontConfig
-from ..packet.skb import Skb
 from ..xenbus.paths import VifPaths
 from ..xenbus.toolstack import VifSpec
-from .loop import DomainLoop, shut_down_netfront
+from .serve import Capture, TapSpec, serve_netback, serve_netfront
 from .toolstack import SimToolstack, open_domain
 
 BACKEND, GUEST = 0, 1
@@ -77,41 +76,7 @@ class LinkAddresses:
     prefix: int = 24
 
 
-class _Capture:
-    """``FILE`` gets frames as the ring carried them (GSO frames whole); ``FILE.segments.pcap``
-    gets them as they left the wire side (GSO frames segmented, checksums completed)."""
-
-    def __init__(self, path: str) -> None:
-        from ..packet.skb import HeapPages
-        from ..ports.pcap import PcapWriter
-
-        self.ring = PcapWriter(path)
-        self.wire = PcapWriter(f"{path}.segments.pcap")
-        self._scratch = HeapPages()
-
-    def record(self, skb: Skb) -> None:
-        self.ring.write_skb(skb)
-        self.wire.write_segmented(skb, self._scratch)
-
-    def close(self) -> None:
-        self.ring.close()
-        self.wire.close()
-
-
-def _pcap(path: str | None) -> _Capture | None:
-    return _Capture(path) if path else None
-
-
-def _record(pcap: _Capture | None, skb: Skb) -> None:
-    if pcap is not None:
-        pcap.record(skb)
-
-
-def link_guest(world_path: str, paths: VifPaths, addr: LinkAddresses, cfg: LinkConfig) -> dict[str, Any]:
-    """The guest domain: a TAP in the guest namespace, served by netfront."""
-    from ..ports.netns import Netns
-    from ..ports.tap import Tap, TapGone
-
+def _stop_on_sigterm() -> Callable[[], bool]:
     stop = False
 
     def on_term(*_: object) -> None:
@@ -120,155 +85,41 @@ def link_guest(world_path: str, paths: VifPaths, addr: LinkAddresses, cfg: LinkC
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent tears down in order
-    ns = Netns(addr.guest_ns)
-    pcap = _pcap(cfg.pcap_guest)
-    with open_domain(world_path, GUEST) as (platform, xs):
-        tap = Tap.open(GUEST_TAP, netns=addr.guest_ns, offloads=cfg.offloads, mtu=cfg.mtu)
-        front = Netfront.for_vif(platform, xs, paths, cfg.front)
-        held: list[Skb] = []  # a frame read while the tx queue was stopped
-        gone = ""
+    return lambda: stop
 
-        def on_event(port: int) -> None:
-            for skb in front.on_event(port):
-                _record(pcap, skb)
-                try:
-                    tap.write_skb(skb)
-                finally:
-                    skb.release()
-            pump_tap()
 
-        def pump_tap() -> None:
-            nonlocal gone
-            if not front.connected or tap.closed:
-                return
-            try:
-                while True:
-                    skb = held.pop() if held else tap.read_skb(front.memory)
-                    if skb is None:
-                        break
-                    _record(pcap, skb)
-                    if not front.send(skb):
-                        held.append(skb)
-                        break
-            except TapGone as exc:
-                gone = str(exc)
-                tap.close()
-            front.flush()
+def link_guest(world_path: str, paths: VifPaths, addr: LinkAddresses, cfg: LinkConfig) -> dict[str, Any]:
+    """The guest domain: a TAP in the guest namespace, served by netfront."""
+    should_stop = _stop_on_sigterm()
+    pcap = Capture(cfg.pcap_guest) if cfg.pcap_guest else None
+    spec = TapSpec(GUEST_TAP, addr.guest_ns, f"{addr.guest_ip}/{addr.prefix}", cfg.mtu, cfg.offloads)
+    try:
+        with open_domain(world_path, GUEST) as (platform, xs):
+            front = Netfront.for_vif(platform, xs, paths, cfg.front)
 
-        loop = DomainLoop(platform, xs, front.on_watch, on_event)
-        try:
-            ns.set_mtu(GUEST_TAP, cfg.mtu)
-            ns.add_address(GUEST_TAP, addr.guest_ip, addr.prefix)
-            ns.link_up(GUEST_TAP)
-            front.start()
-            loop.add_reader(tap.fileno(), pump_tap)
-            while not stop and not front.broken and not gone:
-                loop.run_once(0.2)
-                if front.connected and xs.try_read(f"{paths.frontend}/link-ready") is None:
-                    xs.write(f"{paths.frontend}/link-ready", "1")
-            for skb in held:
-                skb.release()
-            shut_down_netfront(front, loop)
-            return {
-                "role": "guest",
-                "state": front.dev.state.name,
-                "tap_gone": gone,
-                "stats": front.stats.as_dict(),
-                "tap": asdict(tap.stats),
-                "accounting": asdict(platform.accounting()),
-            }
-        finally:
-            loop.close()
-            tap.close()
-            if pcap is not None:
-                pcap.close()
-            ns.close()
+            def ready() -> None:
+                xs.write(f"{paths.frontend}/link-ready", "1")
+
+            res = serve_netfront(platform, xs, front, spec, should_stop, pcap=pcap, on_connected=ready)
+            return {**res, "role": "guest"}
+    finally:
+        if pcap is not None:
+            pcap.close()
 
 
 def link_backend(world_path: str, addr: LinkAddresses, cfg: LinkConfig) -> dict[str, Any]:
     """The driver domain: netback, with each vif's frames going to a TAP in the host namespace."""
-    from ..ports.netns import Netns
-    from ..ports.tap import Tap, TapGone
-
-    stop = False
-
-    def on_term(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ns = Netns(addr.host_ns)
-    pcap = _pcap(cfg.pcap_host)
-    with open_domain(world_path, BACKEND) as (platform, xs):
-        back = Netback(platform, xs, cfg.back)
-        taps: dict[str, Any] = {}
-        info: dict[str, Any] = {}
-
-        def tap_for(vif: Vif) -> Any:
-            tap = taps.get(vif.name)
-            if tap is None and vif.connected:
-                tap = Tap.open(HOST_TAP, netns=addr.host_ns, offloads=cfg.offloads, mtu=cfg.mtu)
-                ns.set_mtu(HOST_TAP, cfg.mtu)
-                ns.add_address(HOST_TAP, addr.host_ip, addr.prefix)
-                ns.link_up(HOST_TAP)
-                taps[vif.name] = tap
-                loop.add_reader(tap.fileno(), functools.partial(from_tap, vif, tap))
-            return tap
-
-        def from_tap(vif: Vif, tap: Any) -> None:
-            try:
-                while vif.connected:
-                    skb = tap.read_skb(vif.memory)
-                    if skb is None:
-                        break
-                    _record(pcap, skb)
-                    vif.send_to_guest(skb)
-                vif.kick_rx()
-            except TapGone as exc:
-                # the TAP vanished: this vif goes down cleanly, the others go on
-                loop.remove_reader(tap.fileno())
-                tap.close()
-                vif.fail("tap_gone", f"host TAP is gone: {exc}")
-
-        def on_event(port: int) -> None:
-            vif = back.vif_for_port(port)
-            if vif is None:
-                return
-            tap = tap_for(vif)
-            for skb in vif.on_event(port):
-                _record(pcap, skb)
-                try:
-                    if tap is not None and not tap.closed:
-                        tap.write_skb(skb)
-                finally:
-                    skb.release()
-            vif.flush_tx_responses()
-
-        loop = DomainLoop(platform, xs, back.on_watch, on_event)
-        try:
-            back.start()
-            while not stop:
-                loop.run_once(0.2)
-                for vif in back.vifs.values():
-                    tap_for(vif)
-                    vif.kick_rx()
-                    vif.flush_tx_responses()
-                    info[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
-            back.stop()
-            return {
-                "role": "backend",
-                "vifs": info,
-                "taps": {k: asdict(t.stats) for k, t in taps.items()},
-                "accounting": asdict(platform.accounting()),
-            }
-        finally:
-            loop.close()
-            for tap in taps.values():
-                tap.close()
-            if pcap is not None:
-                pcap.close()
-            ns.close()
+    should_stop = _stop_on_sigterm()
+    pcap = Capture(cfg.pcap_host) if cfg.pcap_host else None
+    spec = TapSpec(HOST_TAP, addr.host_ns, f"{addr.host_ip}/{addr.prefix}", cfg.mtu, cfg.offloads)
+    try:
+        with open_domain(world_path, BACKEND) as (platform, xs):
+            back = Netback(platform, xs, cfg.back)
+            res = serve_netback(platform, xs, back, lambda vif: spec, should_stop, pcap=pcap)
+            return {**res, "role": "backend"}
+    finally:
+        if pcap is not None:
+            pcap.close()
 
 
 class Link:

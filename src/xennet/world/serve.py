@@ -1,0 +1,270 @@
+"""Run a netfront or a netback with real Linux interfaces on the other side: TAP devices.
+
+The same two loops serve every platform: ``xennet link`` runs them in sim domains, and
+``xennet xen netfront|netback`` runs them on a real Xen host.  The driver objects and the
+platform come in from the caller; these loops only move frames between the driver and TAPs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..netback.backend import Netback
+from ..netback.interface import Vif
+from ..netfront.device import Netfront
+from ..packet.skb import Skb
+from ..platform.base import Platform
+from ..xenstore.client import XenstoreClient
+from .loop import DomainLoop, shut_down_netfront
+
+if TYPE_CHECKING:
+    from ..ports.netns import Netns
+    from ..ports.tap import Tap
+
+log = logging.getLogger(__name__)
+
+StopFlag = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class TapSpec:
+    """A TAP a driver's frames go to: created on demand, configured, removed at the end."""
+
+    name: str
+    netns: str | None = None  # None: this process's own namespace
+    address: str | None = None  # "10.0.0.1/24"
+    mtu: int = 1500
+    offloads: bool = True
+    bridge: str | None = None  # enslave the TAP to this bridge (as xl's vif-bridge script does)
+
+
+class Capture:
+    """``FILE`` gets frames as the ring carried them (GSO frames whole); ``FILE.segments.pcap``
+    gets them as they left the wire side (GSO frames segmented, checksums completed)."""
+
+    def __init__(self, path: str) -> None:
+        from ..packet.skb import HeapPages
+        from ..ports.pcap import PcapWriter
+
+        self.ring = PcapWriter(path)
+        self.wire = PcapWriter(f"{path}.segments.pcap")
+        self._scratch = HeapPages()
+
+    def record(self, skb: Skb) -> None:
+        self.ring.write_skb(skb)
+        self.wire.write_segmented(skb, self._scratch)
+
+    def close(self) -> None:
+        self.ring.close()
+        self.wire.close()
+
+
+def _record(pcap: Capture | None, skb: Skb) -> None:
+    if pcap is not None:
+        pcap.record(skb)
+
+
+def _netns(spec: TapSpec) -> Netns:
+    from ..ports.netns import Netns
+
+    return Netns(spec.netns) if spec.netns else Netns.current()
+
+
+def open_tap(spec: TapSpec, ns: Netns) -> Tap:
+    """Create the TAP, set its MTU and address, bring it up."""
+    from ..ports.tap import Tap
+
+    tap = Tap.open(spec.name, netns=spec.netns, offloads=spec.offloads, mtu=spec.mtu)
+    try:
+        ns.set_mtu(spec.name, spec.mtu)
+        if spec.address:
+            ip, _, prefix = spec.address.partition("/")
+            ns.add_address(spec.name, ip, int(prefix or 24))
+        if spec.bridge:
+            ns.set_master(spec.name, spec.bridge)
+        ns.link_up(spec.name)
+    except BaseException:
+        tap.close()
+        raise
+    return tap
+
+
+def serve_netfront(
+    platform: Platform,
+    xs: XenstoreClient,
+    front: Netfront,
+    spec: TapSpec,
+    should_stop: StopFlag,
+    *,
+    pcap: Capture | None = None,
+    on_connected: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Netfront <-> one TAP until ``should_stop()``, the device breaks or the TAP vanishes;
+    then an orderly close.  Returns the counters."""
+    from ..ports.tap import TapGone
+
+    ns = _netns(spec)
+    tap = open_tap(spec, ns)
+    held: list[Skb] = []  # a frame read while the tx queue was stopped
+    gone = ""
+    announced = False
+
+    def on_event(port: int) -> None:
+        for skb in front.on_event(port):
+            _record(pcap, skb)
+            try:
+                tap.write_skb(skb)
+            finally:
+                skb.release()
+        pump_tap()
+
+    def pump_tap() -> None:
+        nonlocal gone
+        if not front.connected or tap.closed:
+            return
+        try:
+            while True:
+                skb = held.pop() if held else tap.read_skb(front.memory)
+                if skb is None:
+                    break
+                _record(pcap, skb)
+                if not front.send(skb):
+                    held.append(skb)
+                    break
+        except TapGone as exc:
+            gone = str(exc)
+            tap.close()
+        front.flush()
+
+    loop = DomainLoop(platform, xs, front.on_watch, on_event)
+    try:
+        front.start()
+        loop.add_reader(tap.fileno(), pump_tap)
+        while not should_stop() and not front.broken and not gone:
+            loop.run_once(0.2)
+            if front.connected and not announced:
+                announced = True
+                log.info("%s: connected; frames go to TAP %s", front.dev.nodename, spec.name)
+                if on_connected is not None:
+                    on_connected()
+        for skb in held:
+            skb.release()
+        shut_down_netfront(front, loop)
+        return {
+            "role": "netfront",
+            "state": front.dev.state.name,
+            "tap_gone": gone,
+            "stats": front.stats.as_dict(),
+            "tap": asdict(tap.stats),
+            "accounting": asdict(platform.accounting()),
+        }
+    finally:
+        loop.close()
+        tap.close()
+        ns.close()
+
+
+def serve_netback(
+    platform: Platform,
+    xs: XenstoreClient,
+    back: Netback,
+    tap_for: Callable[[Vif], TapSpec],
+    should_stop: StopFlag,
+    *,
+    pcap: Capture | None = None,
+) -> dict[str, Any]:
+    """Netback with one TAP per connected vif (``tap_for`` names it) until ``should_stop()``.
+    A vif that goes away loses its TAP; a TAP that vanishes takes only its vif down."""
+    from ..ports.tap import TapGone
+
+    taps: dict[str, Tap] = {}
+    spaces: dict[str, Netns] = {}
+    info: dict[str, Any] = {}
+    tap_stats: dict[str, Any] = {}
+
+    def ensure_tap(vif: Vif) -> Tap | None:
+        tap = taps.get(vif.name)
+        if tap is None and vif.connected:
+            spec = tap_for(vif)
+            ns = _netns(spec)
+            try:
+                tap = open_tap(spec, ns)
+            except Exception as exc:  # noqa: BLE001 - OSError, or pyroute2's NetlinkError
+                # no TAP for this vif (no tun, a name clash, no bridge): it goes down, the others go on
+                ns.close()
+                vif.fail("tap_open", f"cannot set up TAP {spec.name}: {exc}")
+                return None
+            except BaseException:
+                ns.close()
+                raise
+            taps[vif.name], spaces[vif.name] = tap, ns
+            loop.add_reader(tap.fileno(), functools.partial(from_tap, vif, tap))
+            log.info("%s: connected; frames go to TAP %s", vif.name, spec.name)
+        return tap
+
+    def drop_tap(name: str) -> None:
+        tap = taps.pop(name)
+        loop.remove_reader(tap.fileno())
+        tap_stats[name] = asdict(tap.stats)
+        tap.close()
+        spaces.pop(name).close()
+
+    def from_tap(vif: Vif, tap: Tap) -> None:
+        try:
+            while vif.connected:
+                skb = tap.read_skb(vif.memory)
+                if skb is None:
+                    break
+                _record(pcap, skb)
+                vif.send_to_guest(skb)
+            vif.kick_rx()
+        except TapGone as exc:
+            drop_tap(vif.name)
+            vif.fail("tap_gone", f"host TAP is gone: {exc}")
+
+    def on_event(port: int) -> None:
+        vif = back.vif_for_port(port)
+        if vif is None:
+            return
+        tap = ensure_tap(vif)
+        for skb in vif.on_event(port):
+            _record(pcap, skb)
+            try:
+                if tap is not None and not tap.closed:
+                    tap.write_skb(skb)
+            finally:
+                skb.release()
+        vif.flush_tx_responses()
+
+    loop = DomainLoop(platform, xs, back.on_watch, on_event)
+    try:
+        back.start()
+        while not should_stop():
+            loop.run_once(0.2)
+            live = {vif.name for vif in back.vifs.values() if vif.connected}
+            for name in [n for n in taps if n not in live]:
+                drop_tap(name)  # the guest went away: a new one gets a fresh TAP
+            for vif in back.vifs.values():
+                ensure_tap(vif)
+                vif.kick_rx()
+                vif.flush_tx_responses()
+                info[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
+        back.stop()
+        for name in list(taps):
+            tap_stats[name] = asdict(taps[name].stats)
+        return {
+            "role": "netback",
+            "vifs": info,
+            "taps": tap_stats,
+            "accounting": asdict(platform.accounting()),
+        }
+    finally:
+        loop.close()
+        for tap in taps.values():
+            tap.close()
+        for ns in spaces.values():
+            ns.close()
