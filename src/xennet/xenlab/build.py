@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import lzma
 import os
 import shutil
 import subprocess
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,7 @@ class BuildResult:
     vmlinuz: Path
     initrd: Path
     rootfs_image: Path
+    initrd_domu: Path
     timings: dict[str, float] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
     disk_bytes: int = 0
@@ -196,6 +199,50 @@ def _cpio_gz(src: Path, out: Path) -> None:
     tmp.replace(out)
 
 
+def _make_initrd(workdir: Path, ex: Path, kv: str, init: str, modules: Iterable[str], out: Path) -> None:
+    """A busybox initramfs at ``out``: static busybox, ``modules`` with their deps, ``init`` as /init."""
+    d = workdir / (out.name + ".tmp.d")
+    shutil.rmtree(d, ignore_errors=True)
+    for sub in ("bin", "sbin", "proc", "sys", "dev", "etc", "tmp", "root", "run", "newroot"):
+        (d / sub).mkdir(parents=True)
+    shutil.copy2(BUSYBOX, d / "bin/busybox")
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    for a in applets:
+        if a != "busybox" and not (d / "bin" / a).exists():
+            (d / "bin" / a).symlink_to("busybox")
+    (d / "sbin/modprobe").symlink_to("../bin/busybox")  # busybox modprobe at /sbin/modprobe
+    _copy_modules(ex, kv, modules, d)
+    (d / "init").write_text(init)
+    (d / "init").chmod(0o755)
+    _cpio_gz(d, out)
+    shutil.rmtree(d)
+
+
+def unpack_kernel(bzimage: Path, out: Path) -> None:
+    """The ELF kernel inside ``bzimage`` (its xz or gzip payload) to ``out``; a copy if there is none."""
+    data = bzimage.read_bytes()
+    elf = b""
+    for magic in (b"\xfd7zXZ\x00", b"\x1f\x8b\x08"):
+        i = data.find(magic)
+        if i < 0:
+            continue
+        try:
+            if magic.startswith(b"\xfd"):
+                elf = lzma.LZMADecompressor().decompress(data[i:])
+            else:
+                elf = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[i:])
+        except (lzma.LZMAError, zlib.error):
+            continue
+        if elf[:4] == b"\x7fELF":
+            break
+        elf = b""
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(elf or data)
+    tmp.replace(out)
+
+
 def install_host_tools(progress: Progress, log: Path | None = None) -> list[str]:
     """apt-get install the missing host tools (never the guest packages).  Returns what it installed."""
     pkgs = sorted({p.package for p in missing_tools() if p.package})
@@ -293,42 +340,66 @@ def build(workdir: Path, *, progress: Progress = print, check_network: bool | No
         shutil.rmtree(dst, ignore_errors=True)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(XENNET_SRC, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # byte-compile with the rootfs's own python: the domU root is read-only, and compiling on
+        # every import costs seconds under TCG
+        _run(
+            ["chroot", str(rootfs), "python3", "-m", "compileall", "-q", "/" + ROOTFS_PYTHONPATH + "/xennet"],
+            log=log,
+            timeout=300,
+        )
 
-    k_xennet = steps.run("rootfs-xennet", [k_rootfs, src_hash, ROOTFS_PYTHONPATH], do_xennet)
+    k_xennet = steps.run("rootfs-xennet", [k_rootfs, src_hash, ROOTFS_PYTHONPATH, "compileall"], do_xennet)
 
-    def do_guest_files() -> None:
-        d = rootfs / "xenlab"
-        d.mkdir(exist_ok=True)
-        init = d / "dom0-init.sh"
-        init.write_text(guest.DOM0_INIT)
-        init.chmod(0o755)
-
-    k_guest = steps.run("rootfs-guest-files", [k_rootfs, guest.DOM0_INIT], do_guest_files)
+    busybox_hash = _file_hash(BUSYBOX)
 
     def do_initrd() -> None:
-        d = workdir / "initrd.tmp"
-        shutil.rmtree(d, ignore_errors=True)
-        for sub in ("bin", "sbin", "proc", "sys", "dev", "etc", "tmp", "root", "run", "newroot"):
-            (d / sub).mkdir(parents=True)
-        shutil.copy2(BUSYBOX, d / "bin/busybox")
-        applets = subprocess.run(
-            [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.split()
-        for a in applets:
-            if a != "busybox" and not (d / "bin" / a).exists():
-                (d / "bin" / a).symlink_to("busybox")
-        (d / "sbin/modprobe").symlink_to("../bin/busybox")  # busybox modprobe at /sbin/modprobe
-        _copy_modules(ex, kv, guest.INITRD_MODULES, d)
-        (d / "init").write_text(guest.INITRAMFS_INIT)
-        (d / "init").chmod(0o755)
-        _cpio_gz(d, img / "initrd-dom0.cpio.gz")
-        shutil.rmtree(d)
+        _make_initrd(workdir, ex, kv, guest.INITRAMFS_INIT, guest.INITRD_MODULES, img / "initrd-dom0.cpio.gz")
 
     steps.run(
         "initrd",
-        [k_debs, guest.INITRAMFS_INIT, *guest.INITRD_MODULES, _file_hash(BUSYBOX)],
+        [k_debs, guest.INITRAMFS_INIT, *guest.INITRD_MODULES, busybox_hash],
         do_initrd,
         [img / "initrd-dom0.cpio.gz"],
+    )
+
+    def do_initrd_domu() -> None:
+        _make_initrd(
+            workdir, ex, kv, guest.DOMU_INITRAMFS_INIT, guest.DOMU_INITRD_MODULES, img / "initrd-domU.cpio.gz"
+        )
+
+    k_initrd_domu = steps.run(
+        "initrd-domU",
+        [k_debs, guest.DOMU_INITRAMFS_INIT, *guest.DOMU_INITRD_MODULES, busybox_hash],
+        do_initrd_domu,
+        [img / "initrd-domU.cpio.gz"],
+    )
+
+    xenlab_dir = rootfs / "xenlab"
+    guest_files = {
+        "dom0-init.sh": guest.DOM0_INIT,
+        Path(guest.DOMU_INIT_PATH).name: guest.DOMU_INIT,
+        Path(guest.CONSOLE_RC_PATH).name: guest.CONSOLE_RC,
+        Path(guest.DOMU_BLOCK_SCRIPT_PATH).name: guest.DOMU_BLOCK_SCRIPT,
+    }
+    # the domU's kernel and initramfs, for `xl create` in dom0
+    domu_boot = [Path(guest.DOMU_KERNEL).name, Path(guest.DOMU_INITRD).name]
+
+    def do_guest_files() -> None:
+        for p in xenlab_dir.glob("*"):
+            p.unlink()
+        xenlab_dir.mkdir(exist_ok=True)
+        for name, text in guest_files.items():
+            (xenlab_dir / name).write_text(text)
+            (xenlab_dir / name).chmod(0o755)
+        unpack_kernel(img / "vmlinuz", xenlab_dir / Path(guest.DOMU_KERNEL).name)
+        shutil.copy2(img / "initrd-domU.cpio.gz", xenlab_dir / Path(guest.DOMU_INITRD).name)
+
+    k_guest = steps.run(
+        "rootfs-guest-files",
+        # k_debs: the kernel; k_initrd_domU: the domU initramfs (both copied in)
+        [k_rootfs, k_debs, k_initrd_domu, *guest_files, *guest_files.values(), *domu_boot, "vmlinux"],
+        do_guest_files,
+        [xenlab_dir / n for n in (*guest_files, *domu_boot)],
     )
 
     def do_image() -> None:
@@ -371,6 +442,7 @@ def build(workdir: Path, *, progress: Progress = print, check_network: bool | No
         vmlinuz=img / "vmlinuz",
         initrd=img / "initrd-dom0.cpio.gz",
         rootfs_image=img / "rootfs.ext4",
+        initrd_domu=img / "initrd-domU.cpio.gz",
         timings=timings,
         cached=cached,
         disk_bytes=_du(workdir),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -26,7 +27,7 @@ def _timings(t: dict[str, float]) -> str:
 
 
 def register(group: click.Group) -> None:
-    """Add the ``xenlab`` subgroup (build, up, run, down) to ``group``."""
+    """Add the ``xenlab`` subgroup (preflight, build, up, run, domu, down) to ``group``."""
 
     @group.group()
     def xenlab() -> None:
@@ -98,6 +99,39 @@ def register(group: click.Group) -> None:
             raise click.ClickException(str(e)) from e
         click.echo(out, nl=False)
         sys.exit(rc)
+
+    @xenlab.command()
+    @_workdir_opt
+    @click.option("--vif", "vifs", multiple=True, help="xl vif spec, e.g. bridge=xenbr0 (repeatable).")
+    @click.option("--kfront/--no-kfront", default=True, show_default=True, help="Load xen-netfront.")
+    @click.option("--memory", default=320, show_default=True, help="domU memory, MiB.")
+    @click.option("--timeout", default=300.0, show_default=True, help="Seconds for the script to finish.")
+    @click.argument("script", type=click.File("r"))
+    def domu(
+        workdir: Path | None, vifs: tuple[str, ...], kfront: bool, memory: int, timeout: float, script: TextIO
+    ) -> None:
+        """Boot the lab, run SCRIPT (a file, - for stdin) in a domU, print its console, power off."""
+        from . import guest
+        from .domu import done_rc
+        from .lab import LabError
+        from .lab import up as do_up
+
+        text = script.read()
+        try:
+            with do_up(workdir or default_workdir(), progress=_progress) as lab:
+                try:
+                    lab.start_domu(
+                        "xenlab-cli", text, vifs=list(vifs), kernel_netfront=kfront, memory_mb=memory
+                    )
+                    console = lab.wait_domu("xenlab-cli", guest.DOMU_DONE_MARKER, timeout)
+                except LabError:
+                    click.echo(lab.consoles(), err=True)
+                    raise
+        except (LabError, ValueError) as e:
+            raise click.ClickException(str(e)) from e
+        click.echo(console, nl=False)
+        rc = done_rc(console)
+        sys.exit(1 if rc is None else rc)
 
     @xenlab.command()
     @_workdir_opt

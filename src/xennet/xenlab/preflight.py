@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +179,8 @@ def check_mirror(timeout: float = 8.0) -> list[Problem]:
     mirror = apt_mirror()
     if mirror is None:
         return [Problem(f"no Debian {SUITE} mirror configured in /etc/apt/sources.list(.d)")]
+    import urllib.request  # heavy (http, email, ssl): only here
+
     url = f"{mirror.rstrip('/')}/dists/{SUITE}/Release"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
