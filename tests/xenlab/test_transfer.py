@@ -74,12 +74,12 @@ def test_get_and_put_over_loopback(server: xf.Server) -> None:
 def test_bad_clients_do_not_kill_the_server(server: xf.Server) -> None:
     for junk in (b"HELLO\n", b"XFER1 GET -5 1\n", b"XFER1 PUT 10 x\n", b"x" * 1000, b""):
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-            s.sendall(junk)
-            s.shutdown(socket.SHUT_WR)
             try:
+                s.sendall(junk)
+                s.shutdown(socket.SHUT_WR)
                 s.recv(100)
-            except ConnectionResetError:
-                pass  # the server closed with our junk unread
+            except OSError:
+                pass  # the server already hung up, with our junk unread
     # a short put: the server says how much it got, the client notices
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(b"XFER1 PUT 1000 1\n" + b"\0" * 10)
