@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from collections.abc import Callable
+
+from ..packet.pool import PoolPages
 from ..packet.skb import PageSource, Skb, build_skb, linear_layout
 from ..platform.base import Mapping, PeerGone, Platform, PlatformError
-from ..platform.pagecache import PageCache
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.states import XenbusState
 from ..xenstore.client import XenstoreClient, XenstoreError
 from .errors import FatalFrontendError
 from .rx import RxQueue
 from .stats import VifStats
-from .tx import TxLimits, TxQueue
+from .tx import TxBatch, TxLimits, TxQueue
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,23 @@ class NetbackConfig:
     sg: bool = True
     gso: bool = True
     ipv6_csum_offload: bool = True
+    pool_frames: int = 4096  # frames a vif's page pool may hold (packets in flight, queued)
+
+    def __post_init__(self) -> None:
+        from .rxpolicy.admission import ADMISSION_POLICIES
+        from .rxpolicy.packing import PACKING_POLICIES
+
+        if self.rx_packing not in PACKING_POLICIES:
+            raise ValueError(f"rx packing {self.rx_packing!r}: choose one of {', '.join(sorted(PACKING_POLICIES))}")
+        if self.rx_admission not in ADMISSION_POLICIES:
+            known = ", ".join(sorted(ADMISSION_POLICIES))
+            raise ValueError(f"rx admission {self.rx_admission!r}: choose one of {known}")
+        if self.rx_queue_bytes < 65536 + 18:
+            raise ValueError(f"rx_queue_bytes {self.rx_queue_bytes}: at least one 64 KiB packet")
+        if self.rx_stall_timeout_s <= 0:
+            raise ValueError("rx_stall_timeout_s must be positive")
+        if self.pool_frames < 1024:
+            raise ValueError(f"pool_frames {self.pool_frames}: at least 1024 (a full ring's worth)")
 
 
 class Vif:
@@ -45,7 +64,7 @@ class Vif:
         self.stats = VifStats()
         self.front_domid = -1
         self.front_sg = self.front_gso = False
-        self.pages: PageCache | None = None
+        self.pages: PoolPages | None = None
         self.tx: TxQueue | None = None
         self.rx: RxQueue | None = None
         self._maps: list[Mapping] = []
@@ -157,7 +176,7 @@ class Vif:
             and c.gso
             and (d.other_feature("feature-gso-tcpv4") or d.other_feature("feature-gso-tcpv6"))
         )
-        self.pages = PageCache(self.platform.memory)
+        self.pages = PoolPages(self.platform, limit=c.pool_frames, name=f"{self.name} pool")
         self.tx = TxQueue(self.platform, self.front_domid, tx_map, self.stats, c.tx_limits, self.pages)
         self.rx = RxQueue(
             self.platform,
@@ -170,6 +189,7 @@ class Vif:
             sg=self.front_sg,
             gso=self.front_gso,
             stall_timeout_s=c.rx_stall_timeout_s,
+            pages=self.pages,
         )
         log.info(
             "%s: connected to domain %d (%s event channels)",
@@ -234,9 +254,11 @@ class Vif:
     def connected(self) -> bool:
         return self.tx is not None
 
-    def on_event(self, port: int) -> list[Skb]:
-        """Skbs the guest transmitted (the caller releases each; for mapped data that answers
-        the guest).  A hostile frontend is cut off here, at a safe point (XSA-90)."""
+    def on_event(self, port: int, sink: Callable[[TxBatch], None] | None = None) -> list[Skb]:
+        """An event on one of our ports.  What the guest transmitted goes, batch by batch, to
+        ``sink`` (the fast path: its packets are ours again when it returns), or comes back as
+        skbs (the caller releases each; for mapped data that answers the guest).  A hostile
+        frontend is cut off here, at a safe point (XSA-90)."""
         self.stats.events += 1
         if self.tx is None or self.rx is None or port not in (self.tx_port, self.rx_port):
             self.stats.spurious_events += 1
@@ -244,10 +266,22 @@ class Vif:
         skbs: list[Skb] = []
         try:
             if port == self.tx_port:
-                skbs, notify = self.tx.process()
-                if notify:
-                    self._notify(self.tx_port)
-            if port == self.rx_port and self.rx.queued:
+                tx = self.tx
+                while True:
+                    batch = tx.process()
+                    if batch.notify:
+                        self._notify(self.tx_port)
+                    if sink is not None:
+                        try:
+                            sink(batch)
+                        finally:
+                            tx.release(batch.vec)
+                    else:
+                        skbs.extend(tx.skbs(batch.vec))
+                        skbs.extend(batch.skbs)
+                    if self.tx is None or not tx.more():
+                        break
+            if port == self.rx_port and self.rx is not None and self.rx.queued:
                 self.kick_rx()
         except FatalFrontendError as exc:
             for skb in skbs:
@@ -282,6 +316,14 @@ class Vif:
             self.stats.rx_dropped["not_connected"] += 1
             return False
         return self.send_to_guest(build_skb(frame, linear_layout(len(frame)), self.memory))
+
+    def send_frames(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+        """Queue ``n`` frames (back to back, u32 lengths) toward the guest: the fast path.
+        Returns how many were taken; the rest did not fit now."""
+        if self.rx is None:
+            self.stats.rx_dropped["not_connected"] += n
+            return n
+        return self.rx.enqueue_frames(frames, lens, n)
 
     @property
     def memory(self) -> PageSource:

@@ -1,9 +1,13 @@
 """netback receive (backend -> guest): fill the buffers the guest posted, with grant copies.
 
-How a packet is spread over buffers is the configured packing policy (``seed`` or
-``full``, ``rxpolicy.packing``); when it may go is the admission policy (``estimate`` or
-``fit-or-wait``, ``rxpolicy.admission``).  Bytes tagged with another guest's (domain,
-grant) are copied straight from that grant (seed 003); everything else from our pages.
+Packets wait in a queue (a ``PacketVec``, bounded in bytes: XSA-392).  ``process`` copies the
+posted rx requests out of the ring once, plans as many queued packets as fit into them
+(``netback_rx_plan``: the packing policy, ``seed`` or ``full``), runs the copies as one
+batch, and answers.  Bytes tagged with another guest's (domain, grant) are copied straight
+from that grant (seed 003); everything else from our pages.  When the packet at the head
+needs more buffers than are posted, the ring's event is re-armed for exactly that many
+(``fit-or-wait``); the ``estimate`` admission instead reserves a packet's slots when it is
+queued and refuses it if they are not posted (seed 004).
 """
 
 from __future__ import annotations
@@ -11,21 +15,55 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
 
 from ..abi import netif
-from ..abi.grant_table import DOMID_SELF, GNTST_NAMES, GNTST_okay
-from ..packet.skb import Csum, Skb
-from ..platform.base import PAGE_SIZE, CopyPtr, GrantCopy, Mapping, Platform
+from ..abi.grant_table import GNTST_NAMES
+from ..core import kernels
+from ..core import records as r
+from ..core.vec import PacketVec, Piece
+from ..packet.pool import PoolPages
+from ..packet.skb import Csum, Skb, build_skb, linear_layout, page_pieces
+from ..platform.base import PAGE_SIZE, Mapping, Platform
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
+from .rxpolicy.admission import admission_policy
 from .rxpolicy.packing import packing_policy
-from .rxpolicy.plan import RxPlan
 from .stats import VifStats
 
 log = logging.getLogger(__name__)
 
-BATCH = 64  # packets per grant-copy batch
+ENTRY = 8
+QUEUE_PKTS = 2048  # packets the queue holds at most (it is bounded in bytes first)
+QUEUE_PIECES = 8 * QUEUE_PKTS
+SEG_CAP = 2048
+RSP_CAP = 512
+
+
+def skb_pieces(skb: Skb) -> list[Piece]:
+    """An skb's bytes as vector pieces: one per 4 KiB frame of a local buffer, one per grant
+    of a foreign one (seed 003: those are copied from the grant, never read here)."""
+    out: list[Piece] = []
+    for buf in skb.bufs:
+        if not buf.length:
+            continue
+        if buf.foreign is not None or buf.runs:
+            for f, n in buf.foreign_pieces(0, buf.length):
+                out.append(Piece(f.gref, f.offset, n, r.NONE32, f.domid, 0))
+            continue
+        if buf.page.frame < 0:
+            raise ValueError("an skb on pages outside the domain's memory cannot be received")
+        for fi, off, n in page_pieces(buf.offset, buf.length):
+            out.append(Piece(buf.page.frame + fi, off, n))
+    return out
+
+
+def pkt_flags(skb: Skb) -> int:
+    if skb.csum is Csum.PARTIAL:
+        return r.PKT_CSUM_PARTIAL
+    if skb.csum is Csum.UNNECESSARY:
+        return r.PKT_DATA_VALIDATED
+    return 0
 
 
 class RxQueue:
@@ -41,10 +79,11 @@ class RxQueue:
         sg: bool = True,
         gso: bool = True,
         stall_timeout_s: float = 10.0,
+        pages: PoolPages | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from .rxpolicy.admission import admission_policy
-
         self.platform = platform
+        self.pages = pages if pages is not None else PoolPages(platform, name="netback rx")
         self.front_domid = front_domid
         self.ring_map = ring_map
         self.stats = stats
@@ -57,194 +96,276 @@ class RxQueue:
         # A netfront takes at most XEN_NETIF_NR_SLOTS_MIN data slots per packet; a plan that
         # needs more (the seed packing on frag-heavy layouts) is redone by filling every buffer.
         self.max_buffers = netif.XEN_NETIF_NR_SLOTS_MIN
-        self._fallback = packing_policy("full")
-        self.admission: Any = admission_policy(admission, self.packing)
+        self.admission = admission_policy(admission, self.packing)
         self.max_queued_bytes = max_queued_bytes  # XSA-392: a guest that stops reading is bounded
-        self._queue: deque[tuple[Skb, Any]] = deque()  # (skb, the admission's ticket)
+        self.clock = clock
         # XSA-392: a guest that stops posting buffers must not pin our queue (and, in map
         # mode, other guests' grants) forever: after this long without progress, drop it all.
         self.stall_timeout_s = stall_timeout_s
-        self._last_progress = time.monotonic()
+        self._last_progress = clock()
         self.carrier = True
+        self.q = PacketVec(QUEUE_PKTS, QUEUE_PIECES)
+        self.head = 0  # packets before it are delivered
         self._queued_bytes = 0
+        self._skbs: dict[int, Skb] = {}  # tag -> an skb whose bytes are queued
+        self._next_tag = 0
+        self._estimates: deque[int] = deque()  # estimate admission: reserved slots, in queue order
+        n = self.ring.nr_ents
+        self._reqs = bytearray(n * ENTRY)
+        self._segs = bytearray(SEG_CAP * 24)
+        self._plans = bytearray(n * r.RX_PLAN.size)
+        self._rsps = bytearray(RSP_CAP * ENTRY)
+        self._status = bytearray(2 * n)
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return self.q.npkts - self.head
 
     def has_room(self, length: int) -> bool:
         """Would a frame of ``length`` bytes be queued now (for a port that can wait instead)?"""
-        return self._queued_bytes + length <= self.max_queued_bytes
+        return self._queued_bytes + length <= self.max_queued_bytes and self.q.npkts < self.q.max_pkts
+
+    def _refusal(self, length: int, gso: bool) -> str | None:
+        if not self.sg and length > PAGE_SIZE:
+            return "needs_sg"
+        if gso and not self.gso:
+            return "needs_gso"
+        if not self.carrier:
+            return "carrier_off"
+        if not self.has_room(length):
+            return "queue_full"
+        return None
+
+    def _admit(self, piece0: int, npieces: int, gso: bool) -> bool:
+        """The estimate admission: reserve the packet's slots now, or refuse it."""
+        if not self.admission.reserves:
+            return True
+        est = kernels.netback_rx_estimate(self.q.pieces, piece0, npieces, self.packing.core_id, gso)
+        if not self.admission.reserve(est, self.ring.unconsumed_requests()):
+            return False
+        self._estimates.append(est)
+        return True
 
     def enqueue(self, skb: Skb) -> bool:
         """Take one reference to ``skb``.  False (and the reference released) if dropped."""
-        reason = None
-        if not self.sg and (skb.len > PAGE_SIZE):
-            reason = "needs_sg"
-        elif skb.gso_size and not self.gso:
-            reason = "needs_gso"
-        elif not self.carrier:
-            reason = "carrier_off"
-        elif not self.has_room(skb.len):
-            reason = "queue_full"
-        ticket = None
+        reason = self._refusal(skb.len, bool(skb.gso_size))
+        pieces: list[Piece] = []
         if reason is None:
-            ticket = self.admission.on_queue(skb.layout, bool(skb.gso_size), self.ring.unconsumed_requests())
-            if not ticket.go:
+            pieces = skb_pieces(skb)
+            if not pieces:
+                reason = "empty"
+            elif not self.q.room(len(pieces)):
+                self._compact()
+                reason = None if self.q.room(len(pieces)) else "queue_full"
+        if reason is None:
+            tag = self._next_tag
+            self._next_tag = (self._next_tag + 1) & 0x7FFFFFFF
+            i = self.q.append(
+                pieces, flags=pkt_flags(skb), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type
+            )
+            if not self._admit(self.q.packet(i).piece0, len(pieces), bool(skb.gso_size)):
+                self.q.npkts -= 1
+                self.q.npieces -= len(pieces)
                 reason = "no_rx_slots"  # estimate admission: the slots it needs are not posted
-        if reason is not None:
-            self.stats.rx_dropped[reason] += 1
-            skb.release()
-            return False
-        if not self._queue:
-            self._last_progress = time.monotonic()
-        self._queue.append((skb, ticket))
-        self._queued_bytes += skb.len
-        self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, len(self._queue))
-        return True
+            else:
+                self._skbs[tag] = skb
+                self._queued(skb.len)
+                return True
+        self.stats.rx_dropped[reason] += 1
+        skb.release()
+        return False
+
+    def enqueue_frames(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+        """Queue ``n`` frames (back to back, u32 lengths), copied into our pool: the fast path
+        of a port that has frames as bytes.  Returns how many were taken (queued, or dropped
+        and counted); the rest did not fit and may be offered again."""
+        lv = memoryview(lens).cast("B").cast("I")
+        if not self.carrier or self.admission.reserves or not self.sg:
+            taken = pos = 0
+            for i in range(n):
+                length = int(lv[i])
+                if not self.has_room(length) and self.carrier:
+                    break
+                self.enqueue(build_skb(bytes(frames[pos : pos + length]), linear_layout(length), self.pages))
+                pos += length
+                taken += 1
+            return taken
+        self._compact()
+        room, total = 0, 0
+        while (
+            room < min(n, self.q.max_pkts - self.q.npkts)
+            and self._queued_bytes + total + lv[room] <= self.max_queued_bytes
+        ):
+            total += lv[room]
+            room += 1
+        if not room:
+            return 0
+        pool = self.pages
+        pool.ensure(room + total // PAGE_SIZE + 1)
+        done, npieces = kernels.vec_fill_frames(
+            pool.view, pool.pool.buf, frames, lens, room, 0, self.q.pkts, self.q.pieces,
+            self.q.npkts, self.q.npieces, self.q.max_pieces,
+        )  # fmt: skip
+        if self.q.npkts == self.head:
+            self._last_progress = self.clock()
+        self.q.npkts += done
+        self.q.npieces = npieces
+        self._queued_bytes += sum(lv[i] for i in range(done)) if done < room else total
+        self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, self.queued)
+        return int(done)
+
+    def _queued(self, length: int) -> None:
+        if self.q.npkts - 1 == self.head:
+            self._last_progress = self.clock()
+        self._queued_bytes += length
+        self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, self.queued)
 
     def would_take(self, skb: Skb) -> bool:
         """Would ``enqueue`` take this skb now?  (For ports that can wait rather than drop.)"""
         if not self.has_room(skb.len):
             return False
-        if self.admission.reserved:
-            need = self.packing.estimate(skb.layout, bool(skb.gso_size))
-            return bool(self.admission.reserved + need <= self.ring.unconsumed_requests())
+        if self.admission.reserves:
+            pieces = skb_pieces(skb)
+            tmp = PacketVec(1, max(1, len(pieces)))
+            tmp.append(pieces)
+            est = kernels.netback_rx_estimate(
+                tmp.pieces, 0, len(pieces), self.packing.core_id, bool(skb.gso_size)
+            )
+            return bool(self.admission.reserved + est <= self.ring.unconsumed_requests())
         return True
+
+    # --- delivery --------------------------------------------------------------------------
 
     def process(self) -> bool:
         """Deliver queued packets into posted buffers.  Returns: notify the frontend?"""
         notify = False
         self.poll_carrier()
-        while self._queue:
+        ring = self.ring
+        pool = self.pages
+        while self.head < self.q.npkts:
             try:
-                self.ring.check_overflow()
+                ring.check_overflow()
             except RingOverflow as exc:
                 raise FatalFrontendError("ring_overflow", f"rx: {exc}") from None
-            batch: list[tuple[Skb, RxPlan, list[netif.RxRequest]]] = []
-            needed = 0
-            while self._queue and len(batch) < BATCH:
-                skb, ticket = self._queue[0]
-                adm = self.admission.admit(skb.layout, bool(skb.gso_size), self.ring.unconsumed_requests())
-                if not adm.go:
-                    needed = adm.needed
-                    break
-                plan = adm.plan
-                if plan.nbuffers > self.max_buffers:
-                    plan = self._fallback.plan(skb.layout, bool(skb.gso_size))
-                    self.stats.rx_repacked += 1
-                self._queue.popleft()
-                self._queued_bytes -= skb.len
-                self.admission.on_done(ticket)
-                reqs = [self.ring.get_request() for _ in range(plan.slots)]
-                batch.append((skb, plan, reqs))
-            if not batch:
+            n = ring.unconsumed_requests()
+            if n:
+                kernels.ring_copy_out(ring.page, ring.req_cons, n, ENTRY, ring.nr_ents, self._reqs)
+            npk, used, nseg, nrsp, needed, staged, forwarded, repacked = kernels.netback_rx_plan(
+                self.q.pkts, self.q.pieces, self.head, min(self.q.npkts - self.head, ring.nr_ents),
+                self._reqs, n, self.packing.core_id, self.max_buffers, self.front_domid,
+                pool.memory.base_address, self._segs, SEG_CAP, self._plans, self._rsps, RSP_CAP,
+            )  # fmt: skip
+            if npk == 0:
                 # Not enough buffers for the packet at the head: ask to be woken when the guest
                 # has posted as many as it needs (seed 002: fit, or wait with the event re-armed).
                 self.stats.rx_waits += 1
-                if self.ring.wait_for_requests(max(needed, 1)):
+                if self.admission.reserves and self._estimates and needed > self._estimates[0]:
+                    self.admission.late_refusals += 1
+                if ring.wait_for_requests(max(needed, 1)):
                     continue
-                if time.monotonic() - self._last_progress > self.stall_timeout_s:
-                    self._stalled()
+                if self.clock() - self._last_progress > self.stall_timeout_s:
+                    self._stalled(n, needed)
                 break
-            self._last_progress = time.monotonic()
+            if nseg:
+                self.platform.mapper.copy_segments(self._segs, nseg)
+            ok, bad, nbytes, nslots, gso = kernels.netback_rx_respond(
+                self._plans, npk, self._segs, self._rsps, self._status, self.q.pkts, self.head
+            )
+            kernels.ring_copy_in(ring.page, ring.rsp_prod_pvt, nrsp, ENTRY, ring.nr_ents, self._rsps)
+            ring.rsp_prod_pvt = (ring.rsp_prod_pvt + nrsp) & 0xFFFFFFFF
+            ring.req_cons = (ring.req_cons + used) & 0xFFFFFFFF
+            st = self.stats
+            st.grant_copy_ops += nseg
+            st.grant_copy_batches += 1 if nseg else 0
+            st.rx_packets += ok
+            st.rx_bytes += nbytes
+            st.rx_slots += nslots
+            st.rx_gso_packets += gso
+            st.rx_bytes_staged += staged
+            st.rx_bytes_forwarded += forwarded
+            st.rx_repacked += repacked
+            if bad or ok + bad < npk:
+                self._count_failures(npk)
+            self._deliver(npk)
+            self._last_progress = self.clock()
             self.carrier = True
-            self._copy_and_respond(batch)
-            notify |= self.ring.push_responses()
+            notify |= ring.push_responses()
+        self._compact()
         return notify
 
-    def _copy_and_respond(self, batch: list[tuple[Skb, RxPlan, list[netif.RxRequest]]]) -> None:
-        ops: list[GrantCopy] = []
-        spans: list[tuple[int, int]] = []
-        for skb, plan, reqs in batch:
-            start = len(ops)
-            bufs = skb.bufs
-            for b, chunks in enumerate(plan.buffers):
-                dest_req = reqs[plan.slot_of(b)]
-                for c in chunks:
-                    src = bufs[c.src_index]
-                    if src.foreign is not None:
-                        # another guest's bytes: copy straight from its grant(s)
-                        dst_off = c.dst_offset
-                        for f, n in src.foreign_pieces(c.src_offset - src.offset, c.length):
-                            ops.append(
-                                GrantCopy(
-                                    CopyPtr(f.gref, f.domid, f.offset),
-                                    CopyPtr(dest_req.gref, self.front_domid, dst_off),
-                                    n,
-                                )
-                            )
-                            dst_off += n
-                        self.stats.rx_bytes_forwarded += c.length
-                        continue
-                    frame, off = divmod(c.src_offset, PAGE_SIZE)
-                    source = CopyPtr(src.page.frame + frame, DOMID_SELF, off, is_gref=False)
-                    self.stats.rx_bytes_staged += c.length
-                    ops.append(
-                        GrantCopy(source, CopyPtr(dest_req.gref, self.front_domid, c.dst_offset), c.length)
-                    )
-            spans.append((start, len(ops)))
-        status = self.platform.mapper.copy(ops)
-        self.stats.grant_copy_ops += len(ops)
-        self.stats.grant_copy_batches += 1
-        for (skb, plan, reqs), (lo, hi) in zip(batch, spans, strict=True):
-            bad = next((s for s in status[lo:hi] if s != GNTST_okay), None)
-            if bad is not None:
-                self.stats.rx_dropped[f"grant_copy: {GNTST_NAMES.get(bad, bad)}"] += 1
-            self._respond(skb, plan, reqs, ok=bad is None)
-            skb.release()
+    def _count_failures(self, npk: int) -> None:
+        st = memoryview(self._status).cast("h")
+        for j in range(npk):
+            p = self.q.packet(self.head + j)
+            if st[j]:
+                self.stats.rx_dropped[f"grant_copy: {GNTST_NAMES.get(st[j], st[j])}"] += 1
+            elif not p.npieces or not p.len:
+                self.stats.rx_dropped["empty"] += 1
 
-    def _respond(self, skb: Skb, plan: RxPlan, reqs: list[netif.RxRequest], ok: bool) -> None:
-        flags0 = 0
-        if skb.csum is Csum.PARTIAL:
-            flags0 |= netif.NETRXF_csum_blank | netif.NETRXF_data_validated
-        elif skb.csum is Csum.UNNECESSARY:
-            flags0 |= netif.NETRXF_data_validated
-        n = plan.nbuffers
-        for b in range(n):
-            req = reqs[plan.slot_of(b)]
-            flags = flags0 if b == 0 else 0
-            if b < n - 1:
-                flags |= netif.NETRXF_more_data
-            if b == 0 and plan.gso:
-                flags |= netif.NETRXF_extra_info
-            status = plan.sizes[b] if ok else netif.NETIF_RSP_ERROR
-            self.ring.put_response(req.id, 0, flags, status)
-            if b == 0 and plan.gso:
-                # the extra info goes in the slot after the first response (its request is spent)
-                self.ring.put_response_bytes(netif.gso_extra(skb.gso_size, skb.gso_type))
-        if ok:
-            self.stats.rx_packets += 1
-            self.stats.rx_bytes += skb.len
-            self.stats.rx_slots += plan.slots
-            self.stats.rx_gso_packets += 1 if plan.gso else 0
+    def _deliver(self, npk: int) -> None:
+        """Packets ``head..head+npk`` left the queue: free their frames, release their skbs."""
+        q = self.q
+        for j in range(self.head, self.head + npk):
+            self._queued_bytes -= q.packet(j).len
+        ntags = kernels.vec_release(q.pkts, q.pieces, self.head, npk, self.pages.pool.buf, None, q.tags)
+        self.pages.given_back()
+        self._release_tags(ntags)
+        if self._estimates:
+            for _ in range(min(npk, len(self._estimates))):
+                self.admission.release(self._estimates.popleft())
+        self.head += npk
 
-    def _stalled(self) -> None:
+    def _release_tags(self, ntags: int) -> None:
+        if not ntags:
+            return
+        tags = memoryview(self.q.tags).cast("I")
+        for i in range(ntags):
+            skb = self._skbs.pop(int(tags[i]), None)
+            if skb is not None:
+                skb.release()
+
+    def _compact(self) -> None:
+        if self.head and (self.head == self.q.npkts or self.head > self.q.max_pkts // 2):
+            self.q.compact(self.head)
+            self.head = 0
+
+    def _stalled(self, posted: int, needed: int) -> None:
+        what = (
+            "has not posted any rx buffers"
+            if posted == 0
+            else f"has posted {posted} rx buffers, the packet at the head needs {needed}"
+        )
         log.error(
-            "rx: guest domain %d has not posted buffers for %.0f s: dropping %d queued packets, carrier off",
+            "rx: guest domain %d %s for %.1f s: dropping %d queued packets, carrier off",
             self.front_domid,
-            self.stall_timeout_s,
-            len(self._queue),
+            what,
+            self.clock() - self._last_progress,
+            self.queued,
         )
         self.stats.rx_stalls += 1
-        for skb, ticket in self._queue:
-            self.stats.rx_dropped["stalled"] += 1
-            self.admission.on_done(ticket)
-            skb.release()
-        self._queue.clear()
-        self._queued_bytes = 0
+        self._drop_all("stalled")
         self.carrier = False  # until the guest posts buffers again (checked in process)
+
+    def _drop_all(self, reason: str) -> None:
+        n = self.queued
+        if n:
+            self.stats.rx_dropped[reason] += n
+            ntags = kernels.vec_release(
+                self.q.pkts, self.q.pieces, self.head, n, self.pages.pool.buf, None, self.q.tags
+            )
+            self._release_tags(ntags)
+        for est in self._estimates:
+            self.admission.release(est)
+        self._estimates.clear()
+        self.q.clear()
+        self.head = 0
+        self._queued_bytes = 0
 
     def poll_carrier(self) -> None:
         """Carrier comes back once the guest has buffers posted again."""
         if not self.carrier and self.ring.unconsumed_requests():
             self.carrier = True
-            self._last_progress = time.monotonic()
+            self._last_progress = self.clock()
 
     def teardown(self) -> None:
-        for skb, ticket in self._queue:
-            self.stats.rx_dropped["disconnected"] += 1
-            self.admission.on_done(ticket)
-            skb.release()
-        self._queue.clear()
-        self._queued_bytes = 0
+        self._drop_all("disconnected")

@@ -1,37 +1,43 @@
-"""netback transmit (guest -> backend).
+"""netback transmit (guest -> backend): one batch of the tx ring at a time.
 
-Each request is copied out of the ring once and only the copy is used (XSA-155).  A packet
-is its first slot, the extra-info chain, then data slots while ``more_data``:
+``process`` copies every pending request out of the ring once (XSA-155), assembles them into
+packets and validates them (``netback_tx_assemble``: the rules are in ``core/pure/netback_tx.py``),
+builds each packet with one grant-copy batch (the first ``copy_len`` bytes into a head
+frame even across slots, XSA-423/432; the rest staged densely, or mapped with
+``data="map"``), and answers.  A refused packet gets error responses; a hostile frontend
+raises ``FatalFrontendError`` (the vif disconnects it).
 
-* more than ``max_slots`` (18) slots: error responses for the whole packet;
-  ``fatal_slots`` (20) or more: the frontend is disconnected as hostile;
-* a slot with offset + size > 4096, a bad extra type, a zero GSO size: fatal;
-* zero-size slots are answered OKAY and never touched (XSA-448).
-
-The first ``copy_len`` bytes (128, or the whole packet) are grant-copied into the linear
-head even when they span several slots (XSA-423/432).  The rest is grant-copied into local
-pages (``data="copy"``) or mapped (``data="map"``: the skb's frags are the guest's pages,
-tagged with their (domain, grant) so a bridge can forward them by grant copy, seed 003).
-Mapped packets are answered when their skb is released.
+The packets of a batch are a ``PacketVec`` on the backend's page pool (``TxBatch.vec``); with
+``data="map"`` they are skbs on the guest's mapped pages instead (``TxBatch.skbs``), tagged
+with their (domain, grant) so a bridge can forward them by grant copy (seed 003), and their
+slots are answered when the skb is released.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from ..abi import netif
-from ..abi.grant_table import DOMID_SELF, GNTST_NAMES, GNTST_okay
-from ..packet.skb import ETH_HLEN, GSO_TCPV4, GSO_TCPV6, MAX_SKB_FRAGS, Buf, Csum, Foreign, Skb
-from ..platform.base import PAGE_SIZE, CopyPtr, GrantCopy, Mapping, Page, Platform, PlatformError
+from ..abi.grant_table import DOMID_SELF, GNTST_NAMES
+from ..core import kernels
+from ..core import records as r
+from ..core.pure.codecs import TX_PKT
+from ..core.vec import Packet, PacketVec
+from ..packet.pool import PoolPages
+from ..packet.skb import MAX_SKB_FRAGS, Buf, Csum, Foreign, Skb
+from ..platform.base import Mapping, Page, Platform, PlatformError
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
 from .stats import VifStats
 
 log = logging.getLogger(__name__)
 
-BATCH = 64  # packets whose grant copies go in one batch
+ENTRY = 12
+MAX_BATCH = 256  # requests per batch: one ring's worth
+SEG_CAP = 4 * MAX_BATCH  # grant copies a batch can need: a head pull and staging per slot
+PIECE_CAP = 4 * MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -41,24 +47,50 @@ class TxLimits:
     copy_len: int = 128  # bytes pulled into the linear head (XEN_NETBACK_TX_COPY_LEN)
     data: Literal["copy", "map"] = "copy"
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_slots <= self.fatal_slots <= 64:
+            raise ValueError(
+                f"tx limits: need 1 <= max_slots ({self.max_slots}) <= fatal_slots ({self.fatal_slots}) <= 64"
+            )
+        if not 14 <= self.copy_len <= 4096:
+            raise ValueError(f"tx limits: copy_len {self.copy_len} outside 14..4096")
+        if self.data not in ("copy", "map"):
+            raise ValueError(f"tx limits: data={self.data!r}: copy or map")
+
+
+def _fatal_message(code: int, a: int, b: int) -> str:
+    name = r.TX_FATAL_NAMES.get(code, str(code))
+    detail = {
+        r.TxFatal.MISSING_EXTRA_INFO: "extra info announced but not produced",
+        r.TxFatal.BAD_EXTRA_TYPE: f"invalid extra type {a} (or an endless extra info chain)",
+        r.TxFatal.TOO_MANY_SLOTS: f"packet uses {a}+ slots",
+        r.TxFatal.TRUNCATED_PACKET: "packet continues past the produced requests",
+        r.TxFatal.SLOT_CROSSES_PAGE: f"slot offset {a} + size {b} crosses the page",
+        r.TxFatal.GSO_SIZE_ZERO: "GSO size must not be zero",
+        r.TxFatal.BAD_GSO_TYPE: f"bad GSO type {a}",
+    }.get(code, name)
+    return f"tx: {detail}"
+
 
 @dataclass
-class _Slot:
-    req: netif.TxRequest
-    size: int  # this slot's own data size (the first slot's is derived)
+class TxBatch:
+    """What one ``process`` delivered.  ``vec``'s packets with pieces and no error are the
+    guest's frames (on our pool: release them with ``TxQueue.release``); ``skbs`` are the
+    mapped packets of ``data="map"``."""
+
+    vec: PacketVec
+    skbs: list[Skb] = field(default_factory=list)
+    notify: bool = False
 
 
 @dataclass
-class _Packet:
-    first: netif.TxRequest
-    slots: list[_Slot]
-    extras: dict[int, bytes]
-    n_extras: int
-    error: str | None = None
-    ops: list[GrantCopy] = field(default_factory=list)
-    skb: Skb | None = None
-    maps: list[Mapping] = field(default_factory=list)
-    staged_pages: list[Page] = field(default_factory=list)
+class _Mapped:
+    """A mapped packet waiting for its skb to be released: its responses, its maps."""
+
+    responses: bytes
+    maps: list[Mapping]
+    frames: list[int]  # our head/staging frames
+    skb: Skb
 
 
 class TxQueue:
@@ -69,10 +101,10 @@ class TxQueue:
         ring_map: Mapping,
         stats: VifStats,
         limits: TxLimits | None = None,
-        pages: Any = None,
+        pages: PoolPages | None = None,
     ) -> None:
         self.platform = platform
-        self.pages = pages if pages is not None else platform.memory
+        self.pages = pages if pages is not None else PoolPages(platform, name="netback tx")
         self.front_domid = front_domid
         self.ring_map = ring_map
         self.stats = stats
@@ -81,35 +113,144 @@ class TxQueue:
             ring_map.view, netif.TX_REQUEST, netif.TX_RESPONSE, netif.TxRequest, netif.TxResponse
         )
         self.mcast: set[bytes] = set()  # addresses the frontend subscribed to (multicast control)
-        self._outstanding: dict[int, _Packet] = {}  # mapped packets not yet released
         self.closed = False  # after teardown a late release must not touch the (unmapped) ring
         self._notify_pending = False
+        n = self.ring.nr_ents
+        self._reqs = bytearray(n * ENTRY)
+        self._pkts = bytearray(n * r.TX_PKT.size)
+        self._segs = bytearray(SEG_CAP * 24)
+        self._ranges = bytearray(8 * n)
+        self._rsps = bytearray(2 * n * ENTRY)
+        self._rsp_ranges = bytearray(8 * n)
+        self._status = bytearray(2 * n)
+        self.vec = PacketVec(n, PIECE_CAP)
+        self._mapped: dict[int, _Mapped] = {}  # map mode: packets whose skbs are out
+        self._next_tag = 0
+        self._map_frags = MAX_SKB_FRAGS if self.limits.data == "map" else 0
 
     # --- the loop -----------------------------------------------------------------------
 
-    def process(self) -> tuple[list[Skb], bool]:
-        """Consume every pending request.  Returns (skbs, notify the frontend?).  The caller
-        owns the skbs and must ``release`` each (that answers mapped slots)."""
-        out: list[Skb] = []
+    def process(self) -> TxBatch:
+        """Consume one batch of pending requests (up to a ring's worth).  The caller delivers
+        the batch, releases ``vec`` with ``release``, and calls again while ``more()``."""
+        ring = self.ring
+        vec = self.vec
+        vec.clear()
+        batch = TxBatch(vec)
         try:
-            while True:
-                batch = self._collect()
-                if batch:
-                    out.extend(self._run(batch))
-                if not batch or len(batch) < BATCH:
-                    if not self.ring.final_check_for_requests():
-                        break
-        except FatalFrontendError:
-            for skb in out:  # built before the frontend misbehaved: nobody will take them now
-                skb.release()
-            raise
-        notify = self._push()
-        return out, notify
+            ring.check_overflow()
+        except RingOverflow as exc:
+            raise FatalFrontendError("ring_overflow", f"tx: {exc}") from None
+        n = min(ring.unconsumed_requests(), MAX_BATCH)
+        if n == 0:
+            batch.notify = self._push()
+            return batch
+        kernels.ring_copy_out(ring.page, ring.req_cons, n, ENTRY, ring.nr_ents, self._reqs)
+        lim = self.limits
+        consumed, npkts, fatal, a, b = kernels.netback_tx_assemble(
+            self._reqs, n, lim.max_slots, lim.fatal_slots, self._pkts, ring.nr_ents
+        )
+        if fatal:
+            raise FatalFrontendError(r.TX_FATAL_NAMES[fatal], _fatal_message(fatal, a, b))
+        ring.req_cons = (ring.req_cons + consumed) & 0xFFFFFFFF
+        nseg = self._build(npkts, consumed)
+        if nseg:
+            self.platform.mapper.copy_segments(self._segs, nseg)
+            self.stats.grant_copy_ops += nseg
+            self.stats.grant_copy_batches += 1
+        nrsp, ok, nbytes, nslots, gso, bad, mcast = kernels.netback_tx_respond(
+            self._reqs, self._pkts, 0, npkts, self._ranges, self._segs, vec.pkts, vec.pieces,
+            self.pages.pool.buf, self._rsps, self._rsp_ranges, self._status,
+        )  # fmt: skip
+        vec.npkts = npkts
+        refused = npkts - ok - bad - mcast
+        if refused or bad or mcast:
+            self._account_exceptions(npkts)
+        if kernels.csum_setup(vec.pkts, vec.pieces, 0, npkts, self.pages.view):
+            self._count_csum_failures(npkts)
+        st = self.stats
+        if self.limits.data == "map":
+            ok, nbytes, nslots, gso = self._map_packets(batch, npkts)
+        else:
+            self._publish(0, nrsp)
+        st.tx_packets += ok
+        st.tx_bytes += nbytes
+        st.tx_slots += nslots
+        st.tx_gso_packets += gso
+        batch.notify = self._push()
+        return batch
+
+    def more(self) -> bool:
+        """Requests are still pending: process again.  False re-arms the event (final check)."""
+        return self.ring.final_check_for_requests()
+
+    def _build(self, npkts: int, nreqs: int) -> int:
+        """Plan every packet of the batch into the pool, grown first to what the worst case
+        of the batch needs (a head and a partial staging frame per packet, a frame per slot)."""
+        start = nseg = npiece = 0
+        lim = self.limits
+        pool = self.pages
+        pool.ensure(2 * npkts + nreqs)
+        while start < npkts:
+            end, nseg, npiece = kernels.netback_tx_build(
+                self._reqs, self._pkts, start, npkts - start, self.front_domid, lim.copy_len, self._map_frags,
+                pool.memory.base_address, pool.pool.buf, self._segs, nseg, SEG_CAP, self._ranges,
+                self.vec.pkts, self.vec.pieces, npiece, PIECE_CAP,
+            )  # fmt: skip
+            if end == npkts:
+                break
+            if end == start and not pool.ensure(pool.pool.count + 2 * lim.fatal_slots + 2):
+                # no memory for the next packet: refuse it, as Linux does when it cannot
+                # allocate an skb, and carry on with the rest
+                self._refuse(end, npiece, nseg)
+                end += 1
+            start = end
+        self.vec.npieces = npiece
+        return nseg
+
+    def _refuse(self, j: int, npiece: int, nseg: int) -> None:
+        rec = list(TX_PKT.unpack_from(self._pkts, j * r.TX_PKT.size))
+        rec[3] = r.TxError.NO_MEMORY
+        TX_PKT.pack_into(self._pkts, j * r.TX_PKT.size, *rec)
+        self.vec.set_packet(j, Packet(npiece, 0, 0, 0, j, 0, 0, r.TxError.NO_MEMORY, 0, 0))
+        memoryview(self._ranges).cast("I")[2 * j : 2 * j + 2] = memoryview(bytes(8)).cast("I")
+        memoryview(self._ranges).cast("I")[2 * j] = nseg
+
+    def _account_exceptions(self, npkts: int) -> None:
+        """Refused, failed and multicast packets: counted (and applied) one by one; rare."""
+        st = memoryview(self._status).cast("h")
+        for j in range(npkts):
+            first, nslots, nextras, error, size, _fs, _fl, _gs, _gt, kind, mc, _pad = TX_PKT.unpack_from(
+                self._pkts, j * r.TX_PKT.size
+            )
+            if kind == r.TXK_MCAST_ADD:
+                self.mcast.add(bytes(mc))
+                self.stats.mcast_ops += 1
+            elif kind == r.TXK_MCAST_DEL:
+                self.mcast.discard(bytes(mc))
+                self.stats.mcast_ops += 1
+            elif st[j]:
+                self.stats.tx_errors[f"grant_copy: {GNTST_NAMES.get(st[j], st[j])}"] += 1
+            elif error:
+                self.stats.tx_errors[r.TX_ERROR_NAMES[error]] += 1
+
+    def _count_csum_failures(self, npkts: int) -> None:
+        for j in range(npkts):
+            if self.vec.packet(j).flags & r.PKT_CSUM_FAILED:
+                self.stats.tx_errors["csum_setup_failed"] += 1
+
+    def _publish(self, first: int, count: int) -> None:
+        if self.closed or not count:
+            return
+        ring = self.ring
+        kernels.ring_copy_in(ring.page, ring.rsp_prod_pvt, count, ENTRY, ring.nr_ents,
+                             memoryview(self._rsps)[first * ENTRY :])  # fmt: skip
+        ring.rsp_prod_pvt = (ring.rsp_prod_pvt + count) & 0xFFFFFFFF
 
     def _push(self) -> bool:
         notify = self._notify_pending
         self._notify_pending = False
-        if self.ring.rsp_prod_pvt != self.ring.rsp_prod:
+        if not self.closed and self.ring.rsp_prod_pvt != self.ring.rsp_prod:
             notify |= self.ring.push_responses()
         return notify
 
@@ -117,285 +258,150 @@ class TxQueue:
         """Responses written since the last push (released mapped packets): push them now."""
         return self._push()
 
-    def _collect(self) -> list[_Packet]:
-        batch: list[_Packet] = []
-        while len(batch) < BATCH:
-            try:
-                self.ring.check_overflow()
-            except RingOverflow as exc:
-                raise FatalFrontendError("ring_overflow", f"tx: {exc}") from None
-            if not self.ring.unconsumed_requests():
-                break
-            packet = self._read_packet()
-            if packet is None:
-                continue  # a control-only request (multicast), already answered
-            if packet.error is not None:
-                self.stats.tx_errors[packet.error] += 1
-                self._respond(packet, netif.NETIF_RSP_ERROR)
-                continue
-            batch.append(packet)
-        return batch
+    # --- what the caller does with a batch -------------------------------------------------
 
-    def _read_packet(self) -> _Packet | None:
-        lim = self.limits
-        first = self.ring.get_request()  # copied out of shared memory once; only the copy is used
-        extras: dict[int, bytes] = {}
-        n_extras = 0
-        if first.flags & netif.NETTXF_extra_info:
-            more = True
-            while more:
-                if not self.ring.unconsumed_requests():
-                    raise FatalFrontendError(
-                        "missing_extra_info", "tx: extra info announced but not produced"
-                    )
-                raw = self.ring.get_request_bytes(netif.NETIF_EXTRA_INFO.size)
-                n_extras += 1
-                etype = raw[0]
-                if not netif.XEN_NETIF_EXTRA_TYPE_NONE < etype < netif.XEN_NETIF_EXTRA_TYPE_MAX:
-                    raise FatalFrontendError("bad_extra_type", f"tx: invalid extra type {etype}")
-                extras[etype] = raw
-                more = bool(raw[1] & netif.XEN_NETIF_EXTRA_FLAG_MORE)
-                if n_extras > netif.XEN_NETIF_EXTRA_TYPE_MAX:
-                    raise FatalFrontendError("bad_extra_type", "tx: endless extra info chain")
-        for etype in (netif.XEN_NETIF_EXTRA_TYPE_MCAST_ADD, netif.XEN_NETIF_EXTRA_TYPE_MCAST_DEL):
-            if etype in extras:
-                addr = extras[etype][2:8]
-                (self.mcast.add if etype == netif.XEN_NETIF_EXTRA_TYPE_MCAST_ADD else self.mcast.discard)(
-                    addr
-                )
-                self.stats.mcast_ops += 1
-                self.ring.put_response(first.id, netif.NETIF_RSP_OKAY)
-                for _ in range(n_extras):
-                    self.ring.put_response(0, netif.NETIF_RSP_NULL)
-                return None
-        packet = _Packet(first, [], extras, n_extras)
-        remaining = first.size  # the first slot's size is the packet's; later slots subtract theirs
-        flags = first.flags
-        count = 1
-        while flags & netif.NETTXF_more_data:
-            if count >= lim.fatal_slots:
-                raise FatalFrontendError("too_many_slots", f"tx: packet uses {count + 1}+ slots")
-            if not self.ring.unconsumed_requests():
-                raise FatalFrontendError(
-                    "truncated_packet", "tx: packet continues past the produced requests"
-                )
-            req = self.ring.get_request()
-            count += 1
-            if req.offset + req.size > PAGE_SIZE:
-                raise FatalFrontendError(
-                    "slot_crosses_page", f"tx: slot offset {req.offset} + size {req.size} crosses the page"
-                )
-            if count > lim.max_slots and packet.error is None:
-                packet.error = "too_many_slots"
-            if req.size > remaining and packet.error is None:
-                packet.error = "slots_bigger_than_packet"
-            remaining -= req.size
-            packet.slots.append(_Slot(req, req.size))
-            flags = req.flags
-        first_size = max(remaining, 0)
-        if first.offset + first_size > PAGE_SIZE:
-            raise FatalFrontendError(
-                "slot_crosses_page",
-                f"tx: first slot offset {first.offset} + size {first_size} crosses the page",
-            )
-        packet.slots.insert(0, _Slot(first, first_size))
-        if packet.error is None and first.size < ETH_HLEN:
-            packet.error = "runt"
-        gso = extras.get(netif.XEN_NETIF_EXTRA_TYPE_GSO)
-        if gso is not None:
-            g = netif.decode_gso(netif.ExtraInfo(gso[0], gso[1], gso[2:8]))
-            if g.size == 0:
-                raise FatalFrontendError("gso_size_zero", "tx: GSO size must not be zero")
-            if g.type not in (GSO_TCPV4, GSO_TCPV6):
-                raise FatalFrontendError("bad_gso_type", f"tx: bad GSO type {g.type}")
-        return packet
+    def release(self, vec: PacketVec) -> None:
+        """The caller is done with ``vec``'s packets: their frames go back to the pool."""
+        if vec.npkts:
+            kernels.vec_release(vec.pkts, vec.pieces, 0, vec.npkts, self.pages.pool.buf, None, vec.tags)
+            self.pages.given_back()
+        vec.clear()
 
-    # --- building skbs ------------------------------------------------------------------
-
-    def _run(self, batch: list[_Packet]) -> list[Skb]:
-        for packet in batch:
-            try:
-                self._plan(packet)
-            except PlatformError as exc:
-                packet.error = f"map: {exc}"
-        ops = [op for p in batch if p.error is None for op in p.ops]
-        status = self.platform.mapper.copy(ops) if ops else []
-        self.stats.grant_copy_ops += len(ops)
-        self.stats.grant_copy_batches += 1 if ops else 0
+    def skbs(self, vec: PacketVec) -> list[Skb]:
+        """``vec``'s delivered packets as skbs, which now own their frames (the slow path)."""
         out: list[Skb] = []
-        pos = 0
-        for packet in batch:
-            if packet.error is not None:
-                self._discard(packet)
-                self.stats.tx_errors[packet.error] += 1
-                self._respond(packet, netif.NETIF_RSP_ERROR)
+        for j in range(vec.npkts):
+            p = vec.packet(j)
+            if not p.npieces or p.error:
                 continue
-            mine = status[pos : pos + len(packet.ops)]
-            pos += len(packet.ops)
-            bad = next((s for s in mine if s != GNTST_okay), None)
-            if bad is not None:
-                self._discard(packet)
-                self.stats.tx_errors[f"grant_copy: {GNTST_NAMES.get(bad, bad)}"] += 1
-                self._respond(packet, netif.NETIF_RSP_ERROR)
-                continue
-            skb = packet.skb
-            assert skb is not None
-            self._offloads(packet, skb)
-            self.stats.tx_packets += 1
-            self.stats.tx_bytes += skb.len
-            self.stats.tx_slots += len(packet.slots)
-            self.stats.tx_gso_packets += 1 if skb.gso_size else 0
-            if self.limits.data == "map":
-                # the skb names the guest's grants: answer its slots only when it is released
-                self._outstanding[id(packet)] = packet
-                skb.destructor = lambda p=packet: self._release_mapped(p)
-            else:
-                self._respond(packet, netif.NETIF_RSP_OKAY)
+            pages = [self.pages.page(pc.frame) for pc in vec.pieces_of(j)]
+            bufs = [Buf(pg, pc.offset, pc.len) for pg, pc in zip(pages, vec.pieces_of(j), strict=True)]
+            skb = Skb(bufs[0], bufs[1:], pages=pages, source=self.pages)
+            _offloads(skb, p)
             out.append(skb)
+        vec.clear()  # the skbs own the frames now
         return out
 
-    def _plan(self, packet: _Packet) -> None:
-        """Allocate the head (and staging pages), map slots, and list the grant copies."""
-        lim = self.limits
-        mem = self.pages
-        total = packet.first.size
-        head_len = min(total, lim.copy_len)
-        head_page = mem.alloc(0)
-        packet.staged_pages.append(head_page)
-        frags: list[Buf] = []
-        pulled = 0
-        head_runs: list[tuple[Foreign, int]] = []
-        stage: Page | None = None
-        stage_off = 0
-        for slot in packet.slots:
-            req, size = slot.req, slot.size
-            if size == 0:
-                continue  # answered OKAY, never dereferenced (XSA-448)
-            take = min(size, head_len - pulled)
-            if take:
-                packet.ops.append(self._copy_op(req.gref, req.offset, head_page, pulled, take))
-                head_runs.append((Foreign(self.front_domid, req.gref, req.offset), take))
-                pulled += take
-            rest, off = size - take, req.offset + take
-            if not rest:
-                continue
-            if lim.data == "map" and len(frags) < MAX_SKB_FRAGS:
-                m = self.platform.mapper.map(self.front_domid, [req.gref], writable=False)
-                packet.maps.append(m)
-                page = Page(-1, 0, m.view)
-                frags.append(Buf(page, off, rest, Foreign(self.front_domid, req.gref, off)))
-                continue
-            # copy mode, or the overflow past 17 mapped frags: pack densely into local pages
-            if lim.data == "map":
-                self.stats.tx_overflow_bytes += rest
-            while rest:
-                if stage is None or stage_off == PAGE_SIZE:
-                    stage = mem.alloc(0)
-                    packet.staged_pages.append(stage)
-                    stage_off = 0
-                    frags.append(Buf(stage, 0, 0))
-                n = min(rest, PAGE_SIZE - stage_off)
-                packet.ops.append(self._copy_op(req.gref, off, stage, stage_off, n))
-                last = frags[-1]
-                frags[-1] = Buf(last.page, last.offset, last.length + n)
-                stage_off += n
-                off += n
-                rest -= n
-        # The head is our copy (for headers), but it remembers the grants it came from, so a
-        # bridge can forward it by grant copy as well (seed 003).
-        if lim.data == "map" and head_runs:
-            head = Buf(head_page, 0, pulled, head_runs[0][0], tuple(head_runs) if len(head_runs) > 1 else ())
-        else:
-            head = Buf(head_page, 0, pulled)  # copy mode answers at once: no grant may be named later
-        packet.skb = Skb(head, frags, pages=list(packet.staged_pages), source=mem)
-        packet.staged_pages = []
+    # --- data=map: the guest's pages, answered when released ---------------------------------
 
-    def _copy_op(self, gref: int, offset: int, dst: Page, dst_off: int, n: int) -> GrantCopy:
-        return GrantCopy(
-            CopyPtr(gref, self.front_domid, offset), CopyPtr(dst.frame, DOMID_SELF, dst_off, False), n
+    def _map_packets(self, batch: TxBatch, npkts: int) -> tuple[int, int, int, int]:
+        """Map each good packet's slots into an skb; returns (packets, bytes, slots, GSO)."""
+        vec = self.vec
+        rr = memoryview(self._rsp_ranges).cast("I")
+        ok = nbytes = nslots = gso = 0
+        for j in range(npkts):
+            first, count = rr[2 * j], rr[2 * j + 1]
+            p = vec.packet(j)
+            if not p.npieces or p.error:
+                self._publish(first, count)  # refused now
+                continue
+            try:
+                skb, maps, frames = self._mapped_skb(vec, j)
+            except PlatformError as exc:
+                self.stats.tx_errors[f"map: {GNTST_NAMES.get(exc.status or 0, 'error')}"] += 1
+                log.warning("tx: cannot map a slot of domain %d: %s", self.front_domid, exc)
+                kernels.netback_tx_set_status(self._rsps, first, count, netif.NETIF_RSP_ERROR)
+                kernels.vec_release(vec.pkts, vec.pieces, j, 1, self.pages.pool.buf, None, vec.tags)
+                self._publish(first, count)
+                continue
+            tag = self._next_tag
+            self._next_tag += 1
+            responses = bytes(self._rsps[first * ENTRY : (first + count) * ENTRY])
+            self._mapped[tag] = _Mapped(responses, maps, frames, skb)
+            skb.destructor = lambda t=tag: self._release_mapped(t)
+            batch.skbs.append(skb)
+            ok += 1
+            nbytes += p.len
+            nslots += TX_PKT.unpack_from(self._pkts, j * r.TX_PKT.size)[1]
+            gso += 1 if p.gso_size else 0
+        vec.clear()
+        return ok, nbytes, nslots, gso
+
+    def _mapped_skb(self, vec: PacketVec, j: int) -> tuple[Skb, list[Mapping], list[int]]:
+        p = vec.packet(j)
+        pieces = vec.pieces_of(j)
+        maps: list[Mapping] = []
+        frames = [pc.frame for pc in pieces if pc.domid == DOMID_SELF and not pc.flags & r.PIECE_RUN]
+        runs = tuple(
+            (Foreign(pc.domid, pc.frame, pc.offset), pc.len) for pc in pieces if pc.flags & r.PIECE_RUN
         )
-
-    def _offloads(self, packet: _Packet, skb: Skb) -> None:
-        flags = packet.first.flags
-        if flags & netif.NETTXF_csum_blank:
-            from ..packet.offload import set_partial_offsets
-
-            skb.csum = Csum.PARTIAL
-            if not set_partial_offsets(skb):
-                self.stats.tx_errors["csum_setup_failed"] += 1
-                skb.csum = Csum.NONE
-        elif flags & netif.NETTXF_data_validated:
-            skb.csum = Csum.UNNECESSARY
-        gso = packet.extras.get(netif.XEN_NETIF_EXTRA_TYPE_GSO)
-        if gso is not None:
-            g = netif.decode_gso(netif.ExtraInfo(gso[0], gso[1], gso[2:8]))
-            skb.gso_size, skb.gso_type = g.size, g.type
-
-    def _discard(self, packet: _Packet) -> None:
-        for m in packet.maps:
-            self.platform.mapper.unmap(m)
-        packet.maps.clear()
-        pages = packet.skb.pages if packet.skb is not None else packet.staged_pages
-        for page in pages:
-            self.pages.free(page)
-        pages.clear()
-        packet.staged_pages = []
-        packet.skb = None
+        bufs: list[Buf] = []
+        try:
+            for pc in pieces:
+                if pc.flags & r.PIECE_RUN:
+                    continue
+                if pc.domid == DOMID_SELF:
+                    page = self.pages.page(pc.frame)
+                    if bufs:
+                        self.stats.tx_overflow_bytes += pc.len  # past 17 mapped frags: copied
+                        bufs.append(Buf(page, pc.offset, pc.len))
+                    else:  # the head: our copy, remembering the grants it came from
+                        first = runs[0][0] if runs else None
+                        bufs.append(Buf(page, pc.offset, pc.len, first, runs if len(runs) > 1 else ()))
+                    continue
+                m = self.platform.mapper.map(pc.domid, [pc.frame], writable=False)
+                maps.append(m)
+                mpage = Page(-1, 0, m.view)
+                bufs.append(Buf(mpage, pc.offset, pc.len, Foreign(pc.domid, pc.frame, pc.offset)))
+        except PlatformError:
+            for m in maps:
+                self.platform.mapper.unmap(m)
+            raise
+        skb = Skb(bufs[0], bufs[1:])
+        _offloads(skb, p)
+        return skb, maps, frames
 
     @property
     def outstanding(self) -> int:
         """Mapped packets still held somewhere (their slots are unanswered)."""
-        return len(self._outstanding)
+        return len(self._mapped)
 
-    def _release_mapped(self, packet: _Packet) -> None:
+    def _release_mapped(self, tag: int) -> None:
         """The last user of a mapped packet is done: unmap, answer the guest's slots."""
-        if self._outstanding.pop(id(packet), None) is None:
+        m = self._mapped.pop(tag, None)
+        if m is None:
             return  # unshared at teardown: already unmapped, nobody left to answer
-        for m in packet.maps:
-            self.platform.mapper.unmap(m)
-        packet.maps.clear()
-        if packet.skb is not None:
-            for page in packet.skb.pages:
-                self.pages.free(page)
-            packet.skb.pages.clear()
-        self._respond(packet, netif.NETIF_RSP_OKAY)
-        self._notify_pending = True
-
-    def _respond(self, packet: _Packet, status: int) -> None:
+        for mp in m.maps:
+            self.platform.mapper.unmap(mp)
+        self.pages.pool.give(m.frames)
+        self.pages.given_back()
         if self.closed:
             return
-        for i, slot in enumerate(packet.slots):
-            self.ring.put_response(slot.req.id, status)
-            if i == 0:
-                for _ in range(packet.n_extras):
-                    self.ring.put_response(0, netif.NETIF_RSP_NULL)
-        if not packet.slots:
-            self.ring.put_response(packet.first.id, status)
-            for _ in range(packet.n_extras):
-                self.ring.put_response(0, netif.NETIF_RSP_NULL)
+        n = len(m.responses) // ENTRY
+        self._rsps[: len(m.responses)] = m.responses
+        self._publish(0, n)
+        self._notify_pending = True
 
     def teardown(self) -> None:
         """Stop answering, and unshare: mapped packets still queued elsewhere (toward another
         guest) get their bytes copied into our pages, so the guest's grants are unmapped now
         and its disconnect never waits on another guest."""
         self.closed = True
-        mem = self.pages
-        for packet in list(self._outstanding.values()):
-            skb = packet.skb
-            if skb is not None:
-                frags = []
-                for buf in skb.frags:
-                    if buf.foreign is None:
-                        frags.append(buf)
-                        continue
-                    page = mem.alloc(0)
-                    page.view[: buf.length] = buf.view
-                    skb.pages.append(page)
-                    frags.append(Buf(page, 0, buf.length))
-                    self.stats.tx_unshared_bytes += buf.length
-                skb.frags[:] = frags
-                skb.head = Buf(skb.head.page, skb.head.offset, skb.head.length)
-            for m in packet.maps:
-                self.platform.mapper.unmap(m)
-            packet.maps.clear()
-        self._outstanding.clear()
+        for tag in list(self._mapped):
+            m = self._mapped.pop(tag)
+            skb = m.skb
+            frags = []
+            for buf in skb.frags:
+                if buf.foreign is None:
+                    frags.append(buf)
+                    continue
+                page = self.pages.alloc(0)
+                page.view[: buf.length] = buf.view
+                skb.pages.append(page)
+                frags.append(Buf(page, 0, buf.length))
+                self.stats.tx_unshared_bytes += buf.length
+            skb.frags[:] = frags
+            skb.head = Buf(skb.head.page, skb.head.offset, skb.head.length)
+            for mp in m.maps:
+                self.platform.mapper.unmap(mp)
+            skb.pages.extend(self.pages.page(f) for f in m.frames)  # the skb owns our frames now
+            skb.source = self.pages
+
+
+def _offloads(skb: Skb, p: Packet) -> None:
+    """The packet record's offload state onto an skb."""
+    if p.flags & r.PKT_CSUM_PARTIAL:
+        skb.csum, skb.csum_start, skb.csum_offset = Csum.PARTIAL, p.csum_start, p.csum_offset
+    elif p.flags & r.PKT_DATA_VALIDATED:
+        skb.csum = Csum.UNNECESSARY
+    skb.gso_size, skb.gso_type = p.gso_size, p.gso_type

@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from collections.abc import Callable
+
+from ..core.vec import PacketVec
+from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import PageSource, Skb
 from ..platform.base import PeerGone, Platform, PlatformError
-from ..platform.pagecache import PageCache
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenstore.client import XenstoreClient, XenstoreError
-from .revoke import Revoke
 from .rx import RxQueue
 from .stats import NetfrontStats
-from .tx import DeviceBroken, TxFeatures, TxQueue
+from .tx import DeviceBroken, Grants, TxFeatures, TxQueue
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,22 @@ class NetfrontConfig:
     csum_offload: bool = True  # False writes feature-no-csum-offload
     slot_policy: str = "linearize"  # drop | linearize | segment | relayout
     max_slots: int = 18  # slots per packet the backend takes (XEN_NETIF_NR_SLOTS_MIN)
+    grants: Grants = "pool"  # pool: pages granted once per connection; per-packet: Linux's way
+    pool_frames: int = 2048  # frames each of the tx and rx pools may hold
+
+    def __post_init__(self) -> None:
+        from .slotpolicy import policy_names
+
+        if self.slot_policy not in policy_names():
+            raise ValueError(f"slot policy {self.slot_policy!r}: choose one of {', '.join(policy_names())}")
+        if self.grants not in ("pool", "per-packet"):
+            raise ValueError(f"grants={self.grants!r}: pool or per-packet")
+        if not 1 <= self.rx_fill <= 256:
+            raise ValueError(f"rx_fill {self.rx_fill}: 1..256")
+        if not 1 <= self.max_slots <= 64:
+            raise ValueError(f"max_slots {self.max_slots}: 1..64")
+        if self.pool_frames < 512:
+            raise ValueError(f"pool_frames {self.pool_frames}: at least 512 (a ring's worth each way)")
 
 
 class Netfront:
@@ -50,7 +68,8 @@ class Netfront:
         self.rx: RxQueue | None = None
         self.tx_port = self.rx_port = -1
         self.features = TxFeatures()
-        self.pages: PageCache | None = None
+        self.pages: PoolPages | None = None  # tx pool: where skbs to send are built
+        self._pools: list[PoolPages] = []
         self.backend_connected = False
         self.broken = False
         self._revoke: list[Revoke] = []  # grants the backend still maps (XSA-396)
@@ -125,12 +144,26 @@ class Netfront:
             max_slots=c.max_slots,
         )
         self.features = features
-        self.pages = PageCache(self.platform.memory)
+        pool = c.grants == "pool"
+        peer = self.backend_domid if pool else None
+        name = self.dev.nodename
+        tx_pages = PoolPages(self.platform, grant_to=peer, readonly=True, limit=c.pool_frames, name=f"{name} tx")
+        rx_pages = PoolPages(self.platform, grant_to=peer, limit=c.pool_frames, name=f"{name} rx")
+        heads = PoolPages(self.platform, limit=c.pool_frames, name=f"{name} rx heads")
+        self._pools = [tx_pages, rx_pages, heads]
+        self.pages = tx_pages
         self.tx = TxQueue(
-            self.platform, self.backend_domid, self.stats, features, policy_for(c.slot_policy), self.pages
+            self.platform, self.backend_domid, self.stats, features, policy_for(c.slot_policy), tx_pages, c.grants
         )
         self.rx = RxQueue(
-            self.platform, self.backend_domid, self.stats, c.rx_fill, gso=c.gso and c.sg, pages=self.pages
+            self.platform,
+            self.backend_domid,
+            self.stats,
+            c.rx_fill,
+            gso=c.gso and c.sg,
+            pages=rx_pages,
+            heads=heads,
+            grants=c.grants,
         )
         ev = self.platform.evtchn
         self.tx_port = ev.alloc_unbound(self.backend_domid)
@@ -206,9 +239,12 @@ class Netfront:
         if self.rx is not None:
             self._revoke += self.rx.teardown()
             self.rx = None
-        if self.pages is not None:
-            self.pages.close()
-            self.pages = None
+        for pool in self._pools:
+            pool.close()
+            self._revoke += pool.revoke
+            pool.revoke = []
+        self._pools = []
+        self.pages = None
         self.retry_revoke()
         if self._revoke:
             log.error(
@@ -223,7 +259,7 @@ class Netfront:
 
     def retry_revoke(self) -> int:
         """End the grants the backend held at teardown; free their pages.  Returns refs left."""
-        for q in (self.tx, self.rx):
+        for q in (self.tx, self.rx, *self._pools):
             if q is not None and q.revoke:
                 self._revoke += q.revoke
                 q.revoke = []
@@ -261,9 +297,10 @@ class Netfront:
         if self.tx is not None and self.tx.flush():
             self._notify(self.tx_port)
 
-    def on_event(self, port: int) -> list[Skb]:
-        """An event on one of our ports: reap tx, collect rx, refill.  Returns received skbs,
-        which the caller releases (``skb.release(platform.memory)``)."""
+    def on_event(self, port: int, sink: Callable[[PacketVec], None] | None = None) -> list[Skb]:
+        """An event on one of our ports: reap tx, collect rx, refill.  Received packets go to
+        ``sink`` as a vector (the fast path: they are ours again when it returns), or come
+        back as skbs, which the caller releases (``skb.release()``)."""
         self.stats.events += 1
         if self.tx is None or self.rx is None or port not in (self.tx_port, self.rx_port):
             self.stats.spurious_events += 1
@@ -276,16 +313,37 @@ class Netfront:
                     self.retry_revoke()
                 if self.tx.ring.req_prod_pvt != self.tx.ring.req_prod:
                     self.flush()  # the backlog moved onto the ring
-            if port == self.rx_port:
-                skbs = self.rx.poll()
-                if self.rx.refill():
-                    self._notify(self.rx_port)
+            if port == self.rx_port and self.rx is not None:
+                rx = self.rx
+                while True:
+                    vec = rx.poll()
+                    if sink is not None:
+                        try:
+                            sink(vec)
+                        finally:
+                            rx.release(vec)
+                    else:
+                        skbs.extend(rx.skbs(vec))
+                    if self.rx is None:
+                        break
+                    if rx.refill():
+                        self._notify(self.rx_port)
+                    if not rx.more:
+                        break
         except DeviceBroken as exc:
             for skb in skbs:
-                skb.release(self.platform.memory)
+                skb.release()
             self._fail(str(exc))
             return []
         return skbs
+
+    def send_frames(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+        """Send ``n`` frames (back to back, u32 lengths) in one go: the fast path.  Returns how
+        many were taken; call ``flush`` to publish them."""
+        if self.tx is None or not self.connected:
+            self.stats.tx_errors["not_connected"] += n
+            return n
+        return self.tx.send_frames(frames, lens, n)
 
     def _notify(self, port: int) -> None:
         try:

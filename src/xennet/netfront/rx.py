@@ -1,41 +1,48 @@
-"""netfront receive: keep the rx ring full of granted buffers, assemble multi-slot responses
-(and extra info) into skbs, and validate everything the backend says.
+"""netfront receive: keep the rx ring full of granted buffers, assemble the responses into
+packets, and validate everything the backend says (``netfront_rx_assemble``: the rules are in
+``core/pure/netfront_rx.py``).
 
 Like Linux netfront, the request posted at ring index ``i`` has id ``i & mask``, so the
-buffer under an extra-info slot (which carries no id) is known and can be recycled.
+buffer under an extra-info slot (which carries no id) is known and can be recycled.  A
+packet's first 256 bytes are copied into a private head page (the headers are read there,
+out of the backend's reach); the rest stays in its rx buffers.  With ``grants="pool"`` the
+rx buffers are pool pages granted once; with ``grants="per-packet"`` each is granted when
+posted and its grant ended before its bytes are read (Linux).
+
+Received packets come out as a ``PacketVec`` (``poll``); the caller gives it back with
+``release`` (the fast path) or turns it into skbs with ``skbs``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 from ..abi import netif
-from ..packet.skb import GSO_TCPV4, GSO_TCPV6, Buf, Csum, Skb
-from ..platform.base import PAGE_SIZE, Page, Platform
+from ..core import kernels
+from ..core import records as r
+from ..core.vec import PacketVec, RxState
+from ..packet.pool import PoolPages, Revoke
+from ..packet.skb import Buf, Csum, Skb
+from ..platform.base import Page, Platform
 from ..ring import FrontRing
-from .revoke import Revoke
 from .stats import NetfrontStats
-from .tx import DeviceBroken
+from .tx import DeviceBroken, Grants
 
 log = logging.getLogger(__name__)
 
+ENTRY = 8
 RX_COPY_THRESHOLD = 256  # bytes pulled into the head; the rest stays in the rx pages as frags
+PIECE_CAP = 1024
 
 
-class BadPacket(Exception):
-    """One received packet is malformed; it is dropped and counted, the device carries on."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass
-class _Posted:
-    ref: int
-    page: Page
+def _fatal_message(code: int, detail: int) -> str:
+    return {
+        r.RxFatal.NO_BUFFER_POSTED: f"rx: response in slot {detail}, where no buffer was posted",
+        r.RxFatal.ID_NOT_ISSUED: f"rx: response id {detail}: an id never issued in its slot",
+        r.RxFatal.EXTRA_NOT_PRODUCED: "rx: extra info announced but never produced",
+        r.RxFatal.ENDLESS_EXTRA: "rx: endless extra info chain",
+        r.RxFatal.PAST_PRODUCED: "rx: packet continues past the responses produced",
+    }.get(code, f"rx: {r.RX_FATAL_NAMES.get(code, code)}")
 
 
 class RxQueue:
@@ -46,203 +53,273 @@ class RxQueue:
         stats: NetfrontStats,
         fill: int = 256,
         gso: bool = False,
-        pages: Any = None,
+        pages: PoolPages | None = None,
+        heads: PoolPages | None = None,
+        grants: Grants = "pool",
     ) -> None:
         self.platform = platform
-        self.pages = pages if pages is not None else platform.memory
         self.backend_domid = backend_domid
         self.stats = stats
         self.gso = gso  # we offered feature-gso-*: the backend may send GSO extra info
+        self.grants: Grants = grants
+        self.pages = pages or PoolPages(
+            platform, grant_to=backend_domid if grants == "pool" else None, name="netfront rx"
+        )
+        self.heads = heads or PoolPages(platform, name="netfront rx heads")  # never granted
         self.ring_page = platform.memory.alloc(0)
         self.ring_ref = platform.grants.grant_access(backend_domid, self.ring_page.frame, readonly=False)
         self.ring: FrontRing[netif.RxRequest, netif.RxResponse] = FrontRing(
             self.ring_page.view, netif.RX_REQUEST, netif.RX_RESPONSE, netif.RxRequest, netif.RxResponse
         )
-        self.fill = min(fill, self.ring.nr_ents)
-        self._mask = self.ring.nr_ents - 1
-        self._posted: dict[int, _Posted] = {}  # id (= ring index & mask) -> buffer
-        self._recycle: list[_Posted] = []  # buffers to post again as they are (still granted)
+        n = self.ring.nr_ents
+        self.fill = min(fill, n)
+        self._mask = n - 1
+        self.state = RxState(n)
+        self.posted = 0
+        self._pairs = bytearray(n * r.END_REF.size)
+        self._reqs = bytearray(n * ENTRY)
+        self._rsps = bytearray(n * ENTRY)
+        self._pkts = bytearray(n * r.RX_PKT.size)
+        self._recycle = bytearray(2 * n * r.END_REF.size)
+        self._refs = bytearray(n * r.END_REF.size)
+        self.vec = PacketVec(n, PIECE_CAP)
+        self.more = False  # the last poll stopped with responses left
         self.revoke: list[Revoke] = []
+
+    # --- posting buffers -------------------------------------------------------------
 
     def refill(self) -> bool:
         """Post buffers up to the fill target; True when the backend must be notified."""
-        posted = 0
-        while len(self._posted) < self.fill and not self.ring.full():
-            req_id = self.ring.req_prod_pvt & self._mask
-            if req_id in self._posted:
-                break  # that slot's buffer has not come back yet
-            if self._recycle:
-                buf = self._recycle.pop()
-            else:
-                page = self.pages.alloc(0)
-                buf = _Posted(
-                    self.platform.grants.grant_access(self.backend_domid, page.frame, readonly=False), page
-                )
-            self._posted[req_id] = buf
-            self.ring.put_request(req_id, buf.ref)
-            posted += 1
+        want = min(self.fill - self.posted, self.ring.free_requests())
+        if want <= 0:
+            return False
+        pool = self.pages
+        pool.ensure(want)
+        if self.grants == "pool":
+            got = kernels.pool_take_pairs(pool.pool.buf, want, self._pairs)
+        else:
+            frames = pool.pool.take(want)
+            refs = self.platform.grants.grant_many(self.backend_domid, frames, readonly=False)
+            pairs = memoryview(self._pairs).cast("I")
+            for i, (ref, frame) in enumerate(zip(refs, frames, strict=True)):
+                pairs[2 * i], pairs[2 * i + 1] = ref, frame
+            got = len(frames)
+        ring = self.ring
+        posted = kernels.netfront_rx_post(
+            self.state.slots, ring.req_prod_pvt, self._mask, self._pairs, got, self._reqs
+        )
+        if posted < got:
+            self._give_back_pairs(posted, got)  # their slots' buffers are not back yet
+        if not posted:
+            return False
+        kernels.ring_copy_in(ring.page, ring.req_prod_pvt, posted, ENTRY, ring.nr_ents, self._reqs)
+        ring.req_prod_pvt = (ring.req_prod_pvt + posted) & 0xFFFFFFFF
+        self.posted += posted
         self.stats.rx_buffers_posted += posted
-        return self.ring.push_requests() if posted else False
+        return ring.push_requests()
+
+    def _give_back_pairs(self, first: int, end: int) -> None:
+        pairs = memoryview(self._pairs).cast("I")
+        refs = [int(pairs[2 * i]) for i in range(first, end)]
+        frames = [int(pairs[2 * i + 1]) for i in range(first, end)]
+        self._give_back(refs, frames)
+
+    def _give_back(self, refs: list[int], frames: list[int]) -> None:
+        """Buffers that are ours again: a pool keeps its grants; per-packet grants end first."""
+        if self.grants == "pool":
+            self.pages.pool.give(frames)
+            return
+        live = [(ref, f) for ref, f in zip(refs, frames, strict=True) if ref != r.NONE32]
+        kept = set(self.platform.grants.end_many([ref for ref, _f in live])) if live else set()
+        back = [f for ref, f in zip(refs, frames, strict=True) if ref == r.NONE32 or ref not in kept]
+        for ref, f in live:
+            if ref in kept:
+                self.revoke.append(Revoke([ref], [self.pages.page(f)], self.pages))
+        self.pages.pool.give(back)
 
     # --- responses -----------------------------------------------------------------
 
-    def poll(self) -> list[Skb]:
-        """Consume complete packets; returns their skbs (the caller releases them)."""
-        out: list[Skb] = []
+    def poll(self) -> PacketVec:
+        """Consume the complete packets the backend produced: ``vec`` (the caller releases it
+        with ``release``, or takes skbs with ``skbs``).  DeviceBroken for an impossible ring."""
+        vec = self.vec
+        vec.clear()
+        ring = self.ring
+        self.more = False
         while True:
-            if self.ring.response_overflow():
+            if ring.response_overflow():
                 raise DeviceBroken(
-                    f"rx: backend produced {self.ring.unconsumed_responses()} responses "
-                    f"for {len(self._posted)} posted buffers"
+                    f"rx: backend produced {ring.unconsumed_responses()} responses "
+                    f"for {self.posted} posted buffers"
                 )
-            while self.ring.unconsumed_responses():
-                skb = self._one_packet()
-                if skb is not None:
-                    out.append(skb)
-            if not self.ring.final_check_for_responses():
+            n = ring.unconsumed_responses()
+            if n and vec.npkts < vec.max_pkts:
+                self._batch(n)
+            if vec.npkts >= vec.max_pkts:
+                self.more = True  # a full vector: poll again once it is given back
                 break
+            if not ring.final_check_for_responses():
+                break
+        return vec
+
+    def _batch(self, n: int) -> None:
+        ring = self.ring
+        vec = self.vec
+        cons = ring.rsp_cons
+        kernels.ring_copy_out(ring.page, cons, n, ENTRY, ring.nr_ents, self._rsps)
+        room = vec.max_pkts - vec.npkts
+        consumed, npkts, fatal, detail = kernels.netfront_rx_assemble(
+            self._rsps, n, cons, self._mask, self.state.slots, self.gso, self._pkts, room
+        )
+        if fatal:
+            raise DeviceBroken(_fatal_message(fatal, detail))
+        if self.grants == "per-packet" and npkts:
+            self._end_data_grants(npkts, cons)
+        start = 0
+        base = vec.npkts
+        while start < npkts:
+            self.heads.ensure(npkts - start)
+            end, npieces, nrec, ok, nbytes, nslots, gso = kernels.netfront_rx_build(
+                self._rsps, self._pkts, start, npkts - start, cons, self._mask, self.state.slots,
+                self.pages.view, self.heads.pool.buf, self.grants == "per-packet",
+                memoryview(vec.pkts)[base * r.PKT.size :], vec.pieces, vec.npieces, vec.max_pieces,
+                self._recycle, 0,
+            )  # fmt: skip
+            vec.npieces = npieces
+            s = self.stats
+            s.rx_packets += ok
+            s.rx_bytes += nbytes
+            s.rx_slots += nslots
+            s.rx_gso_packets += gso
+            if nrec:
+                rec = memoryview(self._recycle).cast("I")
+                self._give_back(
+                    [int(rec[2 * i]) for i in range(nrec)], [int(rec[2 * i + 1]) for i in range(nrec)]
+                )
+            if ok < end - start:
+                self._count_errors(base, start, end)
+            if end == start:
+                raise DeviceBroken("rx: no head page for a received packet")  # out of memory
+            start = end
+        self.posted -= consumed  # every response took one posted buffer, whatever became of it
+        ring.rsp_cons = (cons + consumed) & 0xFFFFFFFF
+        vec.npkts = base + npkts
+        if kernels.csum_setup(vec.pkts, vec.pieces, base, npkts, self.pages.view):
+            self._csum_failures(base, base + npkts)
+
+    def _end_data_grants(self, npkts: int, cons: int) -> None:
+        """Per-packet grants: end each good packet's data slots before their bytes are read.
+        A packet whose grant the backend still maps is dropped (XSA-396); that buffer goes
+        back through ``_give_back``, which keeps it aside until the backend lets go."""
+        from ..core.pure.codecs import RX_PKT
+
+        slots: list[tuple[int, int, int]] = []  # (packet, slot index, ref)
+        for j in range(npkts):
+            first, nslots, nextras, error, *_ = RX_PKT.unpack_from(self._pkts, j * r.RX_PKT.size)
+            if error:
+                continue
+            for p in [first] + [first + nextras + d for d in range(1, nslots)]:
+                idx = (cons + p) & self._mask
+                slots.append((j, idx, self.state.slot(idx)[1]))
+        if not slots:
+            return
+        kept = set(self.platform.grants.end_many([ref for _j, _i, ref in slots]))
+        for j, idx, ref in slots:
+            if ref in kept:
+                rec = list(RX_PKT.unpack_from(self._pkts, j * r.RX_PKT.size))
+                rec[3] = r.RxError.BACKEND_KEPT_MAPPING
+                RX_PKT.pack_into(self._pkts, j * r.RX_PKT.size, *rec)
+            else:
+                self.state.set_slot(idx, self.state.slot(idx)[0], r.NONE32)  # ended: no ref to give back
+
+    def _count_errors(self, base: int, start: int, end: int) -> None:
+        for j in range(start, end):
+            p = self.vec.packet(base + j)
+            if p.error:
+                reason = r.RX_ERROR_NAMES.get(p.error, str(p.error))
+                self.stats.rx_errors[reason] += 1
+                log.warning("rx: dropping a packet: %s", reason)
+
+    def _csum_failures(self, start: int, end: int) -> None:
+        for j in range(start, end):
+            p = self.vec.packet(j)
+            if p.flags & r.PKT_CSUM_FAILED:
+                self.stats.rx_errors["csum_blank_unparseable"] += 1
+                self.stats.rx_packets -= 1
+                self.stats.rx_bytes -= p.len
+                self.release_range(j, 1)
+                self.vec.set_packet(j, p._replace(npieces=0, error=r.RxError.CSUM_BLANK_UNPARSEABLE))
+
+    # --- what the caller does with the packets --------------------------------------------
+
+    def release_range(self, start: int, n: int) -> None:
+        vec = self.vec
+        kernels.vec_release(
+            vec.pkts, vec.pieces, start, n, self.pages.pool.buf, self.heads.pool.buf, vec.tags
+        )
+        self.pages.given_back()
+        self.heads.given_back()
+
+    def release(self, vec: PacketVec) -> None:
+        """The caller is done with the packets of ``poll``: their pages come back."""
+        if vec.npkts:
+            self.release_range(0, vec.npkts)
+        vec.clear()
+
+    def skbs(self, vec: PacketVec) -> list[Skb]:
+        """The packets as skbs, which now own their pages (the slow path)."""
+        out: list[Skb] = []
+        for j in range(vec.npkts):
+            p = vec.packet(j)
+            if not p.npieces or p.error:
+                continue
+            pages = []
+            bufs = []
+            for pc in vec.pieces_of(j):
+                src = self.heads if pc.flags & r.PIECE_PRIV else self.pages
+                page = src.page(pc.frame)
+                pages.append(page)
+                bufs.append(Buf(page, pc.offset, pc.len))
+            skb = Skb(bufs[0], bufs[1:], pages=pages, source=_TwoPools(self.pages, self.heads))
+            if p.flags & r.PKT_CSUM_PARTIAL:
+                skb.csum, skb.csum_start, skb.csum_offset = Csum.PARTIAL, p.csum_start, p.csum_offset
+            elif p.flags & r.PKT_DATA_VALIDATED:
+                skb.csum = Csum.UNNECESSARY
+            skb.gso_size, skb.gso_type = p.gso_size, p.gso_type
+            out.append(skb)
+        vec.clear()
         return out
-
-    def _take(self) -> tuple[netif.RxResponse, _Posted]:
-        idx = self.ring.rsp_cons & self._mask
-        rsp = self.ring.get_response()
-        buf = self._posted.pop(idx, None)
-        if buf is None:
-            raise DeviceBroken(f"rx: response in slot {idx}, where no buffer was posted")
-        if rsp.id != idx:
-            self.revoke.append(Revoke([buf.ref], [buf.page]))  # still ours: freed at teardown
-            raise DeviceBroken(f"rx: response id {rsp.id} in slot {idx}: an id never issued there")
-        return rsp, buf
-
-    def _take_extra(self) -> bytes:
-        idx = self.ring.rsp_cons & self._mask
-        raw = self.ring.get_response_bytes(netif.NETIF_EXTRA_INFO.size)
-        buf = self._posted.pop(idx, None)
-        if buf is None:
-            raise DeviceBroken(f"rx: extra info in slot {idx}, where no buffer was posted")
-        self._recycle.append(buf)  # untouched by the backend: post it again
-        return raw
-
-    def _one_packet(self) -> Skb | None:
-        """Consume every slot of one packet, then validate.  A bad packet is dropped whole."""
-        first, first_buf = self._take()
-        slots: list[tuple[netif.RxResponse, _Posted]] = [(first, first_buf)]
-        extras: list[bytes] = []
-        bad: str | None = None
-        flags = first.flags
-        if flags & netif.NETRXF_extra_info:
-            more = True
-            while more:
-                if not self.ring.unconsumed_responses():
-                    raise DeviceBroken("rx: extra info announced but never produced")
-                raw = self._take_extra()
-                extras.append(raw)
-                more = bool(raw[1] & netif.XEN_NETIF_EXTRA_FLAG_MORE)
-                if len(extras) > netif.XEN_NETIF_EXTRA_TYPE_MAX:
-                    raise DeviceBroken("rx: endless extra info chain")
-        rsp = first
-        max_slots = netif.XEN_NETIF_NR_SLOTS_MIN + (1 if 0 <= first.status <= RX_COPY_THRESHOLD else 0)
-        while rsp.flags & netif.NETRXF_more_data:
-            if not self.ring.unconsumed_responses():
-                raise DeviceBroken("rx: packet continues past the responses produced")
-            rsp, buf = self._take()
-            slots.append((rsp, buf))
-            if len(slots) > max_slots and bad is None:
-                bad = "too_many_slots"
-        try:
-            if bad is not None:
-                raise BadPacket(bad)
-            skb = self._assemble(slots, extras)
-        except BadPacket as exc:
-            self.stats.rx_errors[exc.reason] += 1
-            log.warning("rx: dropping a packet: %s", exc.reason)
-            for _rsp, buf in slots:
-                self._give_back(buf)
-            return None
-        return skb
-
-    def _give_back(self, buf: _Posted) -> None:
-        if self.platform.grants.end_access(buf.ref):
-            self.pages.free(buf.page)
-        else:
-            self.stats.rx_errors["backend_kept_mapping"] += 1
-            self.revoke.append(Revoke([buf.ref], [buf.page]))
-
-    def _assemble(self, slots: list[tuple[netif.RxResponse, _Posted]], extras: list[bytes]) -> Skb:
-        for rsp, _buf in slots:
-            if rsp.status < 0:
-                raise BadPacket("backend_error" if rsp.status == netif.NETIF_RSP_ERROR else "backend_dropped")
-            if rsp.offset + rsp.status > PAGE_SIZE:
-                raise BadPacket("offset_size_past_page")
-        if slots[0][0].status == 0:
-            raise BadPacket("empty_first_slot")
-        gso_size, gso_type = 0, 0
-        for raw in extras:
-            etype = raw[0]
-            if not netif.XEN_NETIF_EXTRA_TYPE_NONE < etype < netif.XEN_NETIF_EXTRA_TYPE_MAX:
-                raise BadPacket("bad_extra_type")
-            if etype == netif.XEN_NETIF_EXTRA_TYPE_GSO:
-                g = netif.decode_gso(netif.ExtraInfo(raw[0], raw[1], raw[2:8]))
-                if not self.gso:
-                    raise BadPacket("unnegotiated_gso")
-                if g.size == 0:
-                    raise BadPacket("gso_size_zero")
-                if g.type not in (GSO_TCPV4, GSO_TCPV6):
-                    raise BadPacket("bad_gso_type")
-                gso_size, gso_type = g.size, g.type
-        # From here the packet is good: end the grants, take the pages into the skb.
-        pages: list[Page] = []
-        bufs: list[Buf] = []
-        for rsp, posted in slots:
-            if not self.platform.grants.end_access(posted.ref):
-                self.stats.rx_errors["backend_kept_mapping"] += 1
-                self.revoke.append(Revoke([posted.ref], [posted.page]))
-                for page in pages:
-                    self.pages.free(page)
-                raise BadPacket("backend_kept_mapping")
-            pages.append(posted.page)
-            if rsp.status:
-                bufs.append(Buf(posted.page, rsp.offset, rsp.status))
-        skb = _pull_head(bufs, pages, self.pages)
-        skb.gso_size, skb.gso_type = gso_size, gso_type
-        flags = slots[0][0].flags
-        if flags & netif.NETRXF_csum_blank:
-            skb.csum = Csum.PARTIAL
-            from ..packet.offload import set_partial_offsets
-
-            if not set_partial_offsets(skb):
-                skb.release(self.pages)
-                raise BadPacket("csum_blank_unparseable")
-        elif flags & netif.NETRXF_data_validated:
-            skb.csum = Csum.UNNECESSARY
-        self.stats.rx_packets += 1
-        self.stats.rx_bytes += skb.len
-        self.stats.rx_slots += len(slots) + len(extras)
-        self.stats.rx_gso_packets += 1 if skb.gso_size else 0
-        return skb
 
     def teardown(self) -> list[Revoke]:
         out = self.revoke
         self.revoke = []
-        for buf in [*self._posted.values(), *self._recycle]:
-            out.append(Revoke([buf.ref], [buf.page]))
-        self._posted.clear()
-        self._recycle.clear()
+        refs, frames = [], []
+        for rid in range(self.state.nr_ents):
+            frame, ref = self.state.slot(rid)
+            if frame != r.NONE32:
+                refs.append(ref)
+                frames.append(frame)
+                self.state.set_slot(rid, r.NONE32, 0)
+        self.posted = 0
+        if self.grants == "pool":
+            self.pages.pool.give(frames)  # the pool ends their grants when it closes
+        else:
+            self._give_back(refs, frames)
+            out += self.revoke
+            self.revoke = []
         out.append(Revoke([self.ring_ref], [self.ring_page]))
         return out
 
 
-def _pull_head(bufs: list[Buf], pages: list[Page], source: Any) -> Skb:
-    """Copy up to RX_COPY_THRESHOLD bytes into a fresh head page; the rest stay as frags."""
-    head_page = source.alloc(0)
-    want = min(RX_COPY_THRESHOLD, sum(b.length for b in bufs))
-    pos = 0
-    frags: list[Buf] = []
-    for b in bufs:
-        take = min(b.length, want - pos)
-        if take:
-            head_page.view[pos : pos + take] = b.view[:take]
-            pos += take
-        if b.length > take:
-            frags.append(Buf(b.page, b.offset + take, b.length - take))
-    return Skb(Buf(head_page, 0, want), frags, pages=[head_page, *pages], source=source)
+class _TwoPools:
+    """Where a received skb's pages go back: heads to the private pool, buffers to the rx pool."""
+
+    def __init__(self, pages: PoolPages, heads: PoolPages) -> None:
+        self.pages = pages
+        self.heads = heads
+
+    def alloc(self, order: int = 0) -> Page:
+        return self.heads.alloc(order)
+
+    def free(self, page: Page) -> None:
+        (self.heads if self.heads.pool.holds(page.frame) else self.pages).free(page)

@@ -1,25 +1,37 @@
-"""netfront transmit: grant every 4 KiB piece of an skb, post its slots (and extra info),
-reap responses, free the skb when its last slot is answered.
+"""netfront transmit: post packets as tx requests (and GSO extras), reap the responses.
 
-Before posting, ``_prepare`` applies what the backend's features demand: software GSO for
-a type it cannot take, a bounce for a head that starts fewer than 14 bytes before a page
-boundary, and the configured too-many-slots policy (``netfront.slotpolicy``).
+Packets wait in a queue (a ``PacketVec``) until the ring has room; ``netfront_tx_post`` puts
+as many as fit on the ring in one go, ``netfront_tx_complete`` reaps the answers (the rules
+are in ``core/pure/netfront_tx.py``).  Two ways to name the pages:
+
+``grants="pool"``        the pages come from the device's tx pool, granted to the backend
+                         once (MirageOS): a packet costs no grant at all;
+``grants="per-packet"``  each slot's page is granted when posted and the grant ended when
+                         it is answered (Linux): a grant the backend still maps is never
+                         reused (XSA-396), it waits in ``revoke``.
+
+``send`` takes skbs (applying what the backend's features demand first: software GSO, a
+bounce for a head too close to a page end, the too-many-slots policy); ``send_frames`` takes
+frames as bytes straight into pool pages, the fast path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 from ..abi import netif
+from ..core import kernels
+from ..core import records as r
+from ..core.vec import PacketVec, Piece, TxState
+from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import (
     GSO_TCPV4,
     GSO_TCPV6,
     MAX_SKB_FRAGS,
     Csum,
+    PageSource,
     Skb,
     build_skb,
     linear_layout,
@@ -27,10 +39,16 @@ from ..packet.skb import (
 )
 from ..platform.base import PAGE_SIZE, Platform
 from ..ring import FrontRing
-from .revoke import Revoke
+from .slotpolicy.policies import TooManySlotsPolicy
 from .stats import NetfrontStats
 
 log = logging.getLogger(__name__)
+
+ENTRY = 12
+QUEUE_PKTS = 512  # prepared packets waiting for ring space (then the queue stops)
+QUEUE_PIECES = 18 * QUEUE_PKTS
+
+Grants = Literal["pool", "per-packet"]
 
 
 class DeviceBroken(Exception):
@@ -49,49 +67,70 @@ class TxFeatures:
     max_slots: int = netif.XEN_NETIF_NR_SLOTS_MIN
 
 
-@dataclass
-class _InFlight:
-    skb: Skb
-    refs: list[int]
-    slots_left: int
-    status: int = netif.NETIF_RSP_OKAY
-    kept: list[int] = field(default_factory=list)  # refs the backend still mapped when answering
+def pkt_flags(skb: Skb) -> int:
+    if skb.csum is Csum.PARTIAL:
+        return r.PKT_CSUM_PARTIAL
+    if skb.csum is Csum.UNNECESSARY:
+        return r.PKT_DATA_VALIDATED
+    return 0
 
 
-@dataclass
 class TxQueue:
-    platform: Platform
-    backend_domid: int
-    stats: NetfrontStats
-    features: TxFeatures = field(default_factory=TxFeatures)
-    policy: Any = None  # a netfront.slotpolicy.TooManySlotsPolicy; None = the default (linearize)
-    pages: Any = None  # where packet pages come from (a PageCache); None = the domain's memory
+    def __init__(
+        self,
+        platform: Platform,
+        backend_domid: int,
+        stats: NetfrontStats,
+        features: TxFeatures | None = None,
+        policy: TooManySlotsPolicy | None = None,
+        pages: PoolPages | None = None,
+        grants: Grants = "pool",
+    ) -> None:
+        from .slotpolicy import policy_for
 
-    def __post_init__(self) -> None:
-        if self.pages is None:
-            self.pages = self.platform.memory
-        if self.policy is None:
-            from .slotpolicy import policy_for
-
-            self.policy = policy_for("linearize")
-        self.ring_page = self.platform.memory.alloc(0)
-        self.ring_ref = self.platform.grants.grant_access(
-            self.backend_domid, self.ring_page.frame, readonly=False
-        )
+        self.platform = platform
+        self.backend_domid = backend_domid
+        self.stats = stats
+        self.features = features or TxFeatures()
+        self.policy: TooManySlotsPolicy = policy or policy_for("linearize")
+        self.grants: Grants = grants
+        if pages is None:
+            pages = PoolPages(
+                platform,
+                grant_to=backend_domid if grants == "pool" else None,
+                readonly=True,
+                name="netfront tx",
+            )
+        self.pages = pages
+        self.ring_page = platform.memory.alloc(0)
+        self.ring_ref = platform.grants.grant_access(backend_domid, self.ring_page.frame, readonly=False)
         self.ring: FrontRing[netif.TxRequest, netif.TxResponse] = FrontRing(
             self.ring_page.view, netif.TX_REQUEST, netif.TX_RESPONSE, netif.TxRequest, netif.TxResponse
         )
-        self._free_ids = list(range(self.ring.nr_ents - 1, -1, -1))
-        self._slots: dict[int, _InFlight] = {}  # request id -> its packet
-        self._inflight: dict[int, _InFlight] = {}  # id(packet) -> packet
-        self._backlog: deque[Skb] = deque()  # prepared skbs waiting for ring space
+        n = self.ring.nr_ents
+        self.state = TxState(n)
+        self.vec = PacketVec(QUEUE_PKTS, QUEUE_PIECES)
+        self.head = 0  # packets before it are on the ring
+        self._reqs = bytearray(n * ENTRY)
+        self._rsps = bytearray(n * ENTRY)
+        self._done = bytearray(n * r.TX_DONE.size)
+        self._end = bytearray(n * r.END_REF.size)
+        self._skbs: dict[int, Skb] = {}  # tag -> skb in flight (or queued)
+        self._own_refs: dict[int, int] = {}  # ref -> tag, for the skbs' per-packet grants
+        self._kept_tags: set[int] = set()  # skbs the backend still maps a page of
+        self._next_tag = 0
         self.revoke: list[Revoke] = []
         self.stopped = False
 
     # --- sending ----------------------------------------------------------------
 
+    @property
+    def fast(self) -> bool:
+        """Frames can go as they are: any frame of a ring's slot limit fits without a policy."""
+        return self.features.max_slots >= MAX_SKB_FRAGS
+
     def send_frame(self, frame: bytes | memoryview) -> bool:
-        """Copy a frame into fresh 4 KiB pages of guest memory and send it."""
+        """Copy a frame into fresh pool pages and send it."""
         if not frame or len(frame) > netif.XEN_NETIF_MAX_TX_SIZE:
             self.stats.tx_errors["bad_length"] += 1
             return True
@@ -99,56 +138,117 @@ class TxQueue:
             return False
         return self.send(build_skb(bytes(frame), linear_layout(len(frame)), self.pages))
 
+    def send_frames(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+        """Send ``n`` frames (back to back, u32 lengths): copied into pool pages in one go and
+        posted as far as the ring allows.  Returns how many were taken (sent, queued, or
+        dropped and counted); the rest wait for the queue to restart."""
+        if self.stopped:
+            return 0
+        lv = memoryview(lens).cast("B").cast("I")
+        if not self.fast or not self.features.sg:
+            taken = pos = 0
+            for i in range(n):
+                if not self.send_frame(memoryview(frames)[pos : pos + lv[i]]):
+                    break
+                pos += lv[i]
+                taken += 1
+            return taken
+        self._compact()
+        room = min(n, self.vec.max_pkts - self.vec.npkts)
+        total = 0
+        for i in range(room):
+            if not 1 <= lv[i] <= netif.XEN_NETIF_MAX_TX_SIZE:
+                room = i  # a bad frame goes through send_frame, which counts it
+                break
+            total += lv[i]
+        if room == 0:
+            return self.send_frames_slow(frames, lens, n)
+        pool = self.pages
+        pool.ensure(room + total // PAGE_SIZE + 1)
+        first_pkt, first_piece = self.vec.npkts, self.vec.npieces
+        done, npieces = kernels.vec_fill_frames(
+            pool.view, pool.pool.buf, frames, lens, room, 0, self.vec.pkts, self.vec.pieces,
+            self.vec.npkts, self.vec.npieces, self.vec.max_pieces,
+        )  # fmt: skip
+        self.vec.npkts += done
+        self.vec.npieces = npieces
+        if self.grants == "per-packet":
+            self._grant_pieces(first_piece, npieces)
+        del first_pkt
+        self._drain()
+        return int(done)
+
+    def send_frames_slow(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+        lv = memoryview(lens).cast("B").cast("I")
+        if n and self.send_frame(memoryview(frames)[: lv[0]]):
+            return 1
+        return 0
+
+    def _grant_pieces(self, first: int, end: int) -> None:
+        """Per-packet grants for the pool pieces ``first..end`` queued just now."""
+        pieces = [self.vec.piece(k) for k in range(first, end)]
+        refs = self.platform.grants.grant_many(self.backend_domid, [p.frame for p in pieces], readonly=True)
+        for k, (p, ref) in enumerate(zip(pieces, refs, strict=True)):
+            self.vec.set_piece(first + k, p._replace(ref=ref, flags=p.flags | r.PIECE_OWN_GRANT))
+
     def send(self, skb: Skb) -> bool:
         """Take an skb we own (freed once the backend has answered for it).  False, without
         taking it, while the queue is stopped: try again after the next tx event."""
         if self.stopped:
             return False
-        self._backlog.extend(self._prepare(skb))
+        for out in self._prepare(skb):
+            self._queue_skb(out)
         self._drain()
         return True
 
-    def _drain(self) -> None:
-        while self._backlog:
-            skb = self._backlog[0]
-            need = skb.slots() + (1 if skb.gso_size else 0)
-            if need > self.ring.free_requests() or need > len(self._free_ids):
-                break
-            self._backlog.popleft()
-            self._post(skb)
-        if self._backlog and not self.stopped:
-            self.stats.tx_queue_stopped += 1
-        self.stopped = bool(self._backlog)
+    def _queue_skb(self, skb: Skb) -> None:
+        pieces: list[Piece] = []
+        tag = self._next_tag
+        self._next_tag = (self._next_tag + 1) & 0x7FFFFFFF
+        pool = self.pages
+        for buf in skb.bufs:
+            for fi, off, n in page_pieces(buf.offset, buf.length):
+                frame = buf.page.frame + fi
+                if self.grants == "pool" and buf.page.order == 0 and pool.pool.holds(frame):
+                    pieces.append(Piece(frame, off, n, pool.pool.ref(frame)))
+                    continue
+                ref = self.platform.grants.grant_access(self.backend_domid, frame, readonly=True)
+                self._own_refs[ref] = tag
+                pieces.append(Piece(frame, off, n, ref, flags=r.PIECE_OWN_GRANT))
+        self._compact()
+        if not self.vec.room(len(pieces)):
+            raise RuntimeError("tx queue full: the caller must respect a stopped queue")
+        self.vec.append(pieces, flags=pkt_flags(skb), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type)
+        self._skbs[tag] = skb
 
-    def _post(self, skb: Skb) -> None:
-        length = skb.len
-        flags0 = 0
-        if skb.csum is Csum.PARTIAL:
-            flags0 |= netif.NETTXF_csum_blank | netif.NETTXF_data_validated
-        elif skb.csum is Csum.UNNECESSARY:
-            flags0 |= netif.NETTXF_data_validated
-        if skb.gso_size:
-            flags0 |= netif.NETTXF_extra_info
-        pieces = [(buf, fi, off, n) for buf in skb.bufs for fi, off, n in page_pieces(buf.offset, buf.length)]
-        packet = _InFlight(skb, [], len(pieces))
-        self._inflight[id(packet)] = packet
-        grants = self.platform.grants
-        for i, (buf, frame_index, off, n) in enumerate(pieces):
-            ref = grants.grant_access(self.backend_domid, buf.page.frame + frame_index, readonly=True)
-            packet.refs.append(ref)
-            req_id = self._free_ids.pop()
-            self._slots[req_id] = packet
-            flags = flags0 if i == 0 else 0
-            if i < len(pieces) - 1:
-                flags |= netif.NETTXF_more_data
-            # the first slot's size is the whole packet; later slots carry their own length
-            self.ring.put_request(ref, off, flags, req_id, length if i == 0 else n)
-            if i == 0 and skb.gso_size:
-                self.ring.put_request_bytes(netif.gso_extra(skb.gso_size, skb.gso_type))
-        self.stats.tx_packets += 1
-        self.stats.tx_bytes += length
-        self.stats.tx_slots += len(pieces) + (1 if skb.gso_size else 0)
-        self.stats.tx_gso_packets += 1 if skb.gso_size else 0
+    def _drain(self) -> None:
+        vec, ring = self.vec, self.ring
+        if self.head < vec.npkts:
+            st = self.state
+            end, nreq, nbytes, gso, npk = kernels.netfront_tx_post(
+                vec.pkts, vec.pieces, self.head, vec.npkts - self.head, self.pages.pool.buf, st.slots,
+                st.inflight, st.ids.buf, st.pkts.buf, ring.free_requests(), self._reqs,
+            )  # fmt: skip
+            if nreq:
+                kernels.ring_copy_in(ring.page, ring.req_prod_pvt, nreq, ENTRY, ring.nr_ents, self._reqs)
+                ring.req_prod_pvt = (ring.req_prod_pvt + nreq) & 0xFFFFFFFF
+            self.head = end
+            s = self.stats
+            s.tx_packets += npk
+            s.tx_bytes += nbytes
+            s.tx_slots += nreq
+            s.tx_gso_packets += gso
+        # like Linux netfront: what the ring cannot take waits, and the queue stops until
+        # completions make room
+        backlog = self.head < vec.npkts
+        if backlog and not self.stopped:
+            self.stats.tx_queue_stopped += 1
+        self.stopped = backlog
+
+    def _compact(self) -> None:
+        if self.head and (self.head == self.vec.npkts or self.head > self.vec.max_pkts // 2):
+            self.vec.compact(self.head)
+            self.head = 0
 
     def flush(self) -> bool:
         """Publish queued requests; True when the backend must be notified."""
@@ -161,7 +261,7 @@ class TxQueue:
         from .slotpolicy import bounce, needs_bounce
 
         f = self.features
-        mem = self.pages
+        mem: PageSource = self.pages
         outs = [skb]
         if skb.gso_size and not (
             (skb.gso_type == GSO_TCPV4 and f.gso_tcpv4) or (skb.gso_type == GSO_TCPV6 and f.gso_tcpv6)
@@ -214,73 +314,133 @@ class TxQueue:
     # --- completions ----------------------------------------------------------------
 
     def reap(self) -> int:
-        """Consume tx responses: end grants, recycle ids, free finished skbs."""
-        done = 0
+        """Consume tx responses: end grants, recycle ids and pages, free finished skbs."""
+        ring = self.ring
+        st = self.state
+        done_total = 0
         while True:
-            if self.ring.response_overflow():
+            if ring.response_overflow():
                 raise DeviceBroken(
-                    f"tx: backend produced {self.ring.unconsumed_responses()} responses "
-                    f"for {len(self._slots)} outstanding slots"
+                    f"tx: backend produced {ring.unconsumed_responses()} responses "
+                    f"for {st.in_flight_ids} outstanding slots"
                 )
-            while self.ring.unconsumed_responses():
-                rsp = self.ring.get_response()
-                done += 1
-                if rsp.status == netif.NETIF_RSP_NULL:
-                    continue  # an extra-info slot's response
-                packet = self._slots.pop(rsp.id, None)
-                if packet is None:
-                    raise DeviceBroken(f"tx: response for id {rsp.id}, which is not in flight")
-                self._free_ids.append(rsp.id)
-                if rsp.status != netif.NETIF_RSP_OKAY and packet.status == netif.NETIF_RSP_OKAY:
-                    packet.status = rsp.status
-                packet.slots_left -= 1
-                if packet.slots_left == 0:
-                    self._complete(packet)
-            if not self.ring.final_check_for_responses():
+            n = ring.unconsumed_responses()
+            if n:
+                kernels.ring_copy_out(ring.page, ring.rsp_cons, n, ENTRY, ring.nr_ents, self._rsps)
+                consumed, ndone, nend, ok, err, dropped, fatal, detail = kernels.netfront_tx_complete(
+                    self._rsps, n, self.pages.pool.buf, st.slots, st.inflight, st.ids.buf, st.pkts.buf,
+                    self._done, self._end,
+                )  # fmt: skip
+                ring.rsp_cons = (ring.rsp_cons + consumed) & 0xFFFFFFFF
+                done_total += consumed
+                s = self.stats
+                s.tx_completed += ok
+                if err:
+                    s.tx_errors["backend_error"] += err
+                if dropped:
+                    s.tx_errors["backend_dropped"] += dropped
+                if nend:
+                    self._end_grants(nend)
+                if ndone:
+                    self._finish(ndone)
+                self.pages.given_back()
+                if fatal:
+                    raise DeviceBroken(f"tx: response for id {detail}, which is not in flight")
+            if not ring.final_check_for_responses():
                 break
-        if self._backlog:
+        if self.head < self.vec.npkts:
             self._drain()
-        return done
+        return done_total
 
-    def _complete(self, packet: _InFlight) -> None:
-        del self._inflight[id(packet)]
-        if packet.status == netif.NETIF_RSP_OKAY:
-            self.stats.tx_completed += 1
-        elif packet.status == netif.NETIF_RSP_DROPPED:
-            self.stats.tx_errors["backend_dropped"] += 1
-        else:
-            self.stats.tx_errors["backend_error"] += 1
-        kept = [ref for ref in packet.refs if not self.platform.grants.end_access(ref)]
-        if kept:
-            # The backend still maps pages it answered for: never recycle them (XSA-396).
-            self.stats.tx_errors["backend_kept_mapping"] += 1
-            log.error("tx: backend still maps grants %s after answering for them", kept)
-            self.revoke.append(Revoke(kept, list(packet.skb.pages)))
-            packet.skb.pages.clear()
-        packet.skb.release(self.pages)
+    def _end_grants(self, nend: int) -> None:
+        ends = memoryview(self._end).cast("I")
+        refs = [int(ends[2 * i]) for i in range(nend)]
+        frames = [int(ends[2 * i + 1]) for i in range(nend)]
+        kept = set(self.platform.grants.end_many(refs))
+        back: list[int] = []
+        for ref, frame in zip(refs, frames, strict=True):
+            tag = self._own_refs.pop(ref, None)
+            if ref in kept:
+                # The backend still maps a page it answered for: never recycle it (XSA-396).
+                self.stats.tx_errors["backend_kept_mapping"] += 1
+                log.error("tx: backend still maps grant %d after answering for it", ref)
+                if frame != r.NONE32:
+                    self.revoke.append(Revoke([ref], [self.pages.page(frame)], self.pages))
+                elif tag is not None:
+                    self._kept_tags.add(tag)
+                    self.revoke.append(Revoke([ref], []))
+            elif frame != r.NONE32:
+                back.append(frame)
+        if back:
+            self.pages.pool.give(back)
+
+    def _finish(self, ndone: int) -> None:
+        done = memoryview(self._done).cast("I")
+        for i in range(ndone):
+            tag = int(done[2 * i])
+            skb = self._skbs.pop(tag, None)
+            if skb is None:
+                continue
+            if tag in self._kept_tags:
+                self._kept_tags.discard(tag)
+                # its pages wait with the grant the backend kept
+                self.revoke.append(Revoke([], list(skb.pages), skb.source or self.pages))
+                skb.pages.clear()
+            skb.release(self.pages)
 
     @property
     def in_flight(self) -> int:
-        return len(self._inflight) + len(self._backlog)
+        return self.state.in_flight_packets + (self.vec.npkts - self.head)
 
     def teardown(self) -> list[Revoke]:
         """Free what is ours; returns what the backend may still map, to be revoked later."""
         out = self.revoke
         self.revoke = []
-        for packet in self._inflight.values():
-            out.append(Revoke(list(packet.refs), list(packet.skb.pages)))
-            packet.skb.pages.clear()
-            packet.skb.release(None)
-        self._inflight.clear()
-        self._slots.clear()
-        for skb in self._backlog:
-            skb.release(self.pages)
-        self._backlog.clear()
+        st = self.state
+        pool = self.pages
+        grants: list[tuple[int, int]] = []  # (ref, pool frame or NONE32) of every own grant
+        back: list[int] = []  # pool frames that are ours again
+        for rid in range(st.nr_ents):  # the slots on the ring
+            ref, frame, slot, flags = st.slot(rid)
+            if slot == r.NONE16:
+                continue
+            if flags & r.PIECE_OWN_GRANT:
+                grants.append((ref, frame if flags & r.PIECE_POOL else r.NONE32))
+            elif flags & r.PIECE_POOL:
+                back.append(frame)
+        for j in range(self.head, self.vec.npkts):  # queued, never posted
+            for pc in self.vec.pieces_of(j):
+                if pc.flags & r.PIECE_OWN_GRANT:
+                    grants.append((pc.ref, pc.frame if pc.flags & r.PIECE_POOL else r.NONE32))
+                elif pc.flags & r.PIECE_POOL:
+                    back.append(pc.frame)
+        kept = set(self.platform.grants.end_many([g for g, _f in grants])) if grants else set()
+        for ref, frame in grants:
+            if ref not in kept:
+                if frame != r.NONE32:
+                    back.append(frame)
+                continue
+            tag = self._own_refs.get(ref)
+            if tag is not None:
+                self._kept_tags.add(tag)  # an skb's page: it waits with the grant, below
+            out.append(Revoke([ref], [pool.page(frame)] if frame != r.NONE32 else [], pool))
+        pool.pool.give(back)
+        for tag, skb in self._skbs.items():
+            if tag in self._kept_tags:
+                out.append(Revoke([], list(skb.pages), skb.source or pool))
+                skb.pages.clear()
+            skb.release(pool)
+        self._skbs.clear()
+        self._own_refs.clear()
+        self._kept_tags.clear()
+        self.vec.clear()
+        self.head = 0
+        pool.given_back()
         out.append(Revoke([self.ring_ref], [self.ring_page]))
         return out
 
 
-def _children(parent: Skb, children: list[Skb], mem: Any) -> None:
+def _children(parent: Skb, children: list[Skb], mem: PageSource) -> None:
     """Children may reference the parent's pages: release the parent after the last child."""
     if not children:
         parent.release(mem)
@@ -289,8 +449,8 @@ def _children(parent: Skb, children: list[Skb], mem: Any) -> None:
     for child in children:
         previous = child.destructor
 
-        def done(prev: Callable[[], None] | None = previous) -> None:
-            if prev is not None:
+        def done(prev: object = previous) -> None:
+            if callable(prev):
                 prev()
             parent.release(mem)
 

@@ -7,9 +7,22 @@ gnttab_grant_foreign_access) offers a granting domain, ``GrantMapper`` is gntdev
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from ..abi.gntdev import SEGMENT_SIZE
+from ..abi.grant_table import (
+    DOMID_SELF,
+    GNTCOPY_dest_gref,
+    GNTCOPY_source_gref,
+    GNTST_bad_copy_arg,
+    GNTST_bad_domain,
+    GNTST_bad_gntref,
+    GNTST_okay,
+    GNTST_permission_denied,
+)
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
@@ -100,6 +113,15 @@ class Accounting:
 
 
 class Memory(Protocol):
+    """The domain's memory.  ``view`` holds every frame (frame ``f`` at ``f * PAGE_SIZE``) and
+    starts at virtual address ``base_address``: the data-plane kernels address frames there."""
+
+    @property
+    def view(self) -> memoryview: ...
+
+    @property
+    def base_address(self) -> int: ...
+
     def alloc(self, order: int = 0) -> Page:
         """Allocate ``1 << order`` contiguous zeroed frames; raises PlatformError when out of memory."""
         ...
@@ -122,6 +144,14 @@ class GrantTable(Protocol):
         """Revoke ``ref``.  False (and nothing changes) while the peer still has it mapped."""
         ...
 
+    def grant_many(self, domid: int, frames: Sequence[int], readonly: bool) -> list[int]:
+        """``grant_access`` for each frame, in one go; all or nothing."""
+        ...
+
+    def end_many(self, refs: Sequence[int]) -> list[int]:
+        """``end_access`` for each ref, in one go; returns the refs not ended (still mapped)."""
+        ...
+
     def is_mapped(self, ref: int) -> bool: ...
 
 
@@ -136,6 +166,11 @@ class GrantMapper(Protocol):
 
     def copy(self, ops: Sequence[GrantCopy]) -> list[int]:
         """Run a batch of grant copies; one GNTST_* status per op, in order."""
+        ...
+
+    def copy_segments(self, segs: bytearray, count: int) -> int:
+        """Run ``count`` packed ``gntdev_grant_copy_segment``s (``abi.gntdev``); each gets its
+        GNTST status in place.  Returns how many failed."""
         ...
 
 
@@ -181,3 +216,68 @@ class Platform(Protocol):
     def close(self) -> None:
         """Release everything this domain object holds in this process."""
         ...
+
+
+_SIDE_GREF = struct.Struct("<IHH")
+_SIDE_VIRT = struct.Struct("<Q")
+_TAIL = struct.Struct("<HHh")
+_U16_MAX = 0xFFFF
+
+
+def ops_to_segments(
+    ops: Sequence[GrantCopy], self_domid: int, frame_address: Callable[[int], int | None]
+) -> tuple[bytearray, list[int], list[int]]:
+    """Pack per-op grant copies as segments: (segments, the op index of each, a status per op).
+
+    What a segment cannot express is settled here, with the status Xen gives it: a local side
+    naming another domain (permission denied, Xen's first check), a ref, domid, offset or
+    length too wide for its field.  A local frame we do not have becomes address 0, which
+    the executor refuses as a bad page at the step Xen would.  The rest start as GNTST_okay.
+    """
+    statuses = [GNTST_okay] * len(ops)
+    segs = bytearray()
+    index: list[int] = []
+    for i, op in enumerate(ops):
+        ptrs = (op.source, op.dest)
+        if any(not p.is_gref and p.domid not in (DOMID_SELF, self_domid) for p in ptrs):
+            statuses[i] = GNTST_permission_denied
+            continue
+        if any(p.is_gref and not 0 <= p.domid <= _U16_MAX for p in ptrs):
+            statuses[i] = GNTST_bad_domain
+            continue
+        if any(p.is_gref and not 0 <= p.ref <= 0xFFFFFFFF for p in ptrs):
+            statuses[i] = GNTST_bad_gntref
+            continue
+        if not 0 <= op.length <= _U16_MAX or any(not 0 <= p.offset <= _U16_MAX for p in ptrs):
+            statuses[i] = GNTST_bad_copy_arg
+            continue
+        seg = bytearray(SEGMENT_SIZE)
+        flags = 0
+        for pos, ptr, bit in zip((0, 8), ptrs, (GNTCOPY_source_gref, GNTCOPY_dest_gref), strict=True):
+            if ptr.is_gref:
+                _SIDE_GREF.pack_into(seg, pos, ptr.ref, ptr.offset, ptr.domid)
+                flags |= bit
+            else:
+                addr = frame_address(ptr.ref)
+                _SIDE_VIRT.pack_into(seg, pos, 0 if addr is None else addr + ptr.offset)
+        _TAIL.pack_into(seg, 16, op.length, flags, 0)
+        segs += seg
+        index.append(i)
+    return segs, index, statuses
+
+
+def segment_statuses(segs: bytes | bytearray, count: int) -> list[int]:
+    """The status each of ``count`` segments got."""
+    return [_TAIL.unpack_from(segs, i * SEGMENT_SIZE + 16)[2] for i in range(count)]
+
+
+def copy_by_segments(
+    mapper: GrantMapper, ops: Sequence[GrantCopy], self_domid: int, frame_address: Callable[[int], int | None]
+) -> list[int]:
+    """``GrantMapper.copy`` for a mapper that runs segments: pack, run, read the statuses back."""
+    segs, index, statuses = ops_to_segments(ops, self_domid, frame_address)
+    if index:
+        mapper.copy_segments(segs, len(index))
+        for i, st in zip(index, segment_statuses(segs, len(index)), strict=True):
+            statuses[i] = st
+    return statuses

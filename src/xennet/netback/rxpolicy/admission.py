@@ -46,6 +46,8 @@ class Admission:
 class AdmissionPolicy(Protocol):
     name: str
     packing: PackingPolicy
+    reserves: bool  # slots are reserved when a packet is queued (reserve/release)
+    late_refusals: int
 
     @property
     def reserved(self) -> int:
@@ -64,9 +66,18 @@ class AdmissionPolicy(Protocol):
         """The packet ``on_queue`` let in has left the queue (sent or dropped)."""
         ...
 
+    def reserve(self, slots: int, available: int) -> bool:
+        """The queue's form of ``on_queue``: take ``slots`` of ``available`` posted requests."""
+        ...
+
+    def release(self, slots: int) -> None:
+        """The queue's form of ``on_done``."""
+        ...
+
 
 class EstimateAdmission:
     name = "estimate"
+    reserves = True
 
     def __init__(
         self,
@@ -102,16 +113,27 @@ class EstimateAdmission:
     def on_done(self, queued: Admission) -> None:
         if not queued.go:
             raise ValueError("on_done for a packet on_queue refused")
-        if queued.needed > self._reserved:
-            raise ValueError(f"releasing {queued.needed} requests, only {self._reserved} reserved")
-        self._reserved -= queued.needed
+        self.release(queued.needed)
+
+    def reserve(self, slots: int, available: int) -> bool:
+        if self._reserved + slots > available:
+            return False
+        self._reserved += slots
+        return True
+
+    def release(self, slots: int) -> None:
+        if slots > self._reserved:
+            raise ValueError(f"releasing {slots} requests, only {self._reserved} reserved")
+        self._reserved -= slots
 
 
 class FitOrWaitAdmission:
     name = "fit-or-wait"
+    reserves = False
 
     def __init__(self, packing: PackingPolicy) -> None:
         self.packing = packing
+        self.late_refusals = 0  # never: nothing is promised ahead
         self.quick_refusals = 0  # refused by the cheap bound, no plan built
         self.plan_refusals = 0  # the bound passed, the plan did not fit
 
@@ -137,6 +159,12 @@ class FitOrWaitAdmission:
         return Admission(True, plan.slots, plan)
 
     def on_done(self, queued: Admission) -> None:
+        return None
+
+    def reserve(self, slots: int, available: int) -> bool:
+        return True
+
+    def release(self, slots: int) -> None:
         return None
 
 

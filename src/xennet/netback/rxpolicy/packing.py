@@ -31,6 +31,7 @@ from .plan import RX_BUFFER_SIZE, Chunk, PlanError, RxPlan, check_plan, finish_p
 
 class PackingPolicy(Protocol):
     name: str
+    core_id: int  # the data-plane kernels' name for it (core/pure/netback_rx.py)
 
     def plan(self, layout: Sequence[Piece], gso: bool) -> RxPlan:
         """The copy plan for a packet of this layout (head first)."""
@@ -45,6 +46,7 @@ class SeedPacking:
     """Seed 004's packing, applied per 4 KiB source chunk (see the module docstring)."""
 
     name = "seed"
+    core_id = 1  # PACK_SEED
 
     def plan(self, layout: Sequence[Piece], gso: bool) -> RxPlan:
         buffers: list[list[Chunk]] = [[]]
@@ -104,6 +106,7 @@ class FullPacking:
     """Fill every buffer completely; split copies at buffer ends and 4 KiB source frames."""
 
     name = "full"
+    core_id = 0  # PACK_FULL
 
     def plan(self, layout: Sequence[Piece], gso: bool) -> RxPlan:
         buffers: list[list[Chunk]] = [[]]

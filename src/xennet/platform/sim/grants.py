@@ -19,21 +19,19 @@ from ...abi.grant_table import (
     ENTRY,
     GNTST_NAMES,
     GNTTAB_NR_RESERVED_ENTRIES,
-    GNTST_bad_copy_arg,
     GNTST_bad_domain,
-    GNTST_bad_gntref,
-    GNTST_bad_page,
     GNTST_general_error,
     GNTST_no_device_space,
     GNTST_okay,
-    GNTST_permission_denied,
     GTF_permit_access,
     GTF_reading,
     GTF_readonly,
     GTF_type_mask,
     GTF_writing,
 )
-from ..base import PAGE_SIZE, GrantCopy, PlatformError
+from ...core import kernels
+from ...core.vec import buffer_address
+from ..base import PAGE_SIZE, GrantCopy, PlatformError, copy_by_segments
 from .layout import (
     ACTIVE,
     ACTIVE_CODEC,
@@ -98,17 +96,9 @@ class Domains:
 
 
 def check_grant(df: DomainFile, ref: int, domid: int, write: bool) -> tuple[int, int]:
-    """(GNTST status, frame) for ``domid`` using ``ref`` of ``df``'s grant table."""
-    if not 0 <= ref < df.nr_grant_entries:
-        return GNTST_bad_gntref, 0
-    flags, gdomid, frame = ENTRY.unpack_from(df.buf, df.grant_off + ref * _ENTRY_SIZE)
-    if flags & GTF_type_mask != GTF_permit_access or gdomid != domid:
-        return GNTST_general_error, 0  # Xen: "Bad flags or dom"
-    if write and flags & GTF_readonly:
-        return GNTST_general_error, 0  # Xen: "Attempt to write-pin a r/o grant entry"
-    if frame >= df.nr_frames:
-        return GNTST_bad_page, 0
-    return GNTST_okay, frame
+    """(GNTST status, frame) for ``domid`` using ``ref`` of ``df``'s grant table: the rule the
+    grant-copy executor applies too (``core`` ``grant_check``)."""
+    return kernels.grant_check(df.grant_table, ref, domid, write, df.nr_frames)  # type: ignore[no-any-return]
 
 
 def pin(df: DomainFile, ref: int, writable: bool) -> bool:
@@ -172,6 +162,38 @@ class SimGrantTable:
         _DOMID_FRAME.pack_into(df.buf, off + 2, domid, frame)
         df.buf[off] = GTF_permit_access | (GTF_readonly if readonly else 0)  # publish
         return ref
+
+    def grant_many(self, domid: int, frames: Sequence[int], readonly: bool) -> list[int]:
+        refs: list[int] = []
+        try:
+            for frame in frames:
+                refs.append(self.grant_access(domid, frame, readonly))
+        except PlatformError:
+            self.end_many(refs)
+            raise
+        return refs
+
+    def end_many(self, refs: Sequence[int]) -> list[int]:
+        """One LOCK_GRANT for the batch; returns the refs the peer still maps."""
+        df = self._df
+        offs = [self._check_ref(ref) for ref in refs]
+        kept: list[int] = []
+        ended: list[int] = []
+        df.lock(LOCK_GRANT)
+        try:
+            for ref, off in zip(refs, offs, strict=True):
+                flags = _U16.unpack_from(df.buf, off)[0]
+                if flags & GTF_type_mask != GTF_permit_access:
+                    raise PlatformError(f"end_access: grant ref {ref} is not in use")
+                if flags & (GTF_reading | GTF_writing) or self._pins(ref):
+                    kept.append(ref)
+                    continue
+                ENTRY.pack_into(df.buf, off, 0, 0, 0)
+                ended.append(ref)
+        finally:
+            df.unlock(LOCK_GRANT)
+            self._free.extend(ended)
+        return kept
 
     def _check_ref(self, ref: int) -> int:
         if not GNTTAB_NR_RESERVED_ENTRIES <= ref < self._df.nr_grant_entries:
@@ -277,6 +299,7 @@ class SimGrantMapper:
             if not MAPTRACK_CODEC.unpack_from(mt, h * MAPTRACK.size)[1] & MT_INUSE
         )
         self._lock = threading.Lock()  # maptrack free list vs threads
+        self._base = buffer_address(own.mem)
 
     # -- map / unmap ------------------------------------------------------------------
 
@@ -345,77 +368,33 @@ class SimGrantMapper:
         finally:
             df.unlock(LOCK_GRANT)
 
-    # -- grant copy -------------------------------------------------------------------
+    # -- grant copy ------------------------------------------------------------------
 
     def copy(self, ops: Sequence[GrantCopy]) -> list[int]:
-        """One LOCK_GRANT per granting domain for the whole batch, taken in domid order
-        (no deadlock between batches); the copies run under it, so a grant cannot be
-        ended and its frame reused in the middle of a copy."""
+        return copy_by_segments(self, ops, self._own.domid, self._frame_address)
+
+    def _frame_address(self, frame: int) -> int | None:
+        return self._base + frame * PAGE_SIZE if 0 <= frame < self._own.nr_frames else None
+
+    def copy_segments(self, segs: bytearray, count: int) -> int:
+        """One LOCK_GRANT per granting domain for the whole batch, taken in domid order (no
+        deadlock between batches); the copies run under it, so a grant cannot be ended and
+        its frame reused in the middle of a copy.  The executor is the core's."""
         me = self._own.domid
-        files: dict[int, DomainFile | None] = {}
-        for op in ops:
-            for p in (op.source, op.dest):
-                if p.is_gref:
-                    d = me if p.domid == DOMID_SELF else p.domid
-                    if d not in files:
-                        files[d] = self._domains.get(d)
+        domains: list[tuple[int, memoryview, memoryview]] = []
         locked: list[DomainFile] = []
         try:
-            for d in sorted(files):
-                df = files[d]
-                if df is not None:
-                    df.lock(LOCK_GRANT)
-                    locked.append(df)
-            return [self._copy_one(op, files) for op in ops]
+            for d in kernels.segment_domids(segs, count, me):
+                df = self._domains.get(d)
+                if df is None:
+                    continue  # not a domain: the executor says bad_domain
+                df.lock(LOCK_GRANT)
+                locked.append(df)
+                domains.append((d, df.grant_table, df.mem))
+            return int(kernels.grant_copy(segs, count, me, self._own.mem, self._base, domains))
         finally:
             for df in reversed(locked):
                 df.unlock(LOCK_GRANT)
-
-    def _copy_one(self, op: GrantCopy, files: dict[int, DomainFile | None]) -> int:
-        own = self._own
-        me = own.domid
-        src, dst = op.source, op.dest
-        # which domains (Xen: gnttab_copy_lock_domains); by frame only our own memory
-        if src.is_gref:
-            sdf = files[me if src.domid == DOMID_SELF else src.domid]
-            if sdf is None:
-                return GNTST_bad_domain
-        elif src.domid != DOMID_SELF and src.domid != me:
-            return GNTST_permission_denied
-        else:
-            sdf = own
-        if dst.is_gref:
-            ddf = files[me if dst.domid == DOMID_SELF else dst.domid]
-            if ddf is None:
-                return GNTST_bad_domain
-        elif dst.domid != DOMID_SELF and dst.domid != me:
-            return GNTST_permission_denied
-        else:
-            ddf = own
-        # claim both buffers (Xen: gnttab_copy_claim_buf), then the bounds (gnttab_copy_buf)
-        if src.is_gref:
-            st, sframe = check_grant(sdf, src.ref, me, False)
-            if st:
-                return st
-        else:
-            sframe = src.ref
-            if not 0 <= sframe < own.nr_frames:
-                return GNTST_bad_page
-        if dst.is_gref:
-            st, dframe = check_grant(ddf, dst.ref, me, True)
-            if st:
-                return st
-        else:
-            dframe = dst.ref
-            if not 0 <= dframe < own.nr_frames:
-                return GNTST_bad_page
-        n, soff, doff = op.length, src.offset, dst.offset
-        if n < 0 or soff < 0 or doff < 0 or soff + n > PAGE_SIZE or doff + n > PAGE_SIZE:
-            return GNTST_bad_copy_arg
-        s = sframe * PAGE_SIZE + soff
-        d = dframe * PAGE_SIZE + doff
-        ddf.mem[d : d + n] = sdf.mem[s : s + n]
-        return GNTST_okay
 
 
 def release_maptrack(own: DomainFile, domains: Domains) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import threading
 
+from ...core.vec import buffer_address
 from ..base import MAX_ORDER, PAGE_SIZE, Page, PlatformError
 from .layout import FT_FREE, FT_TAIL
 from .shm import DomainFile
@@ -27,6 +28,8 @@ class SimMemory:
         self._heap: list[list[int]] = [[] for _ in range(MAX_ORDER + 1)]
         self._lock = threading.Lock()
         self._rebuild()
+        self.view = df.mem  # every frame, frame f at f * PAGE_SIZE (the kernels address them so)
+        self.base_address = buffer_address(df.mem)
 
     def _rebuild(self) -> None:
         """Index the free blocks of the frame table (pages a previous process left allocated stay so)."""

@@ -13,9 +13,8 @@ the codecs are little-endian, as on every architecture Xen supports.
 
 from __future__ import annotations
 
-import ctypes
-
-from ...abi.cstruct import Array, CStruct, Scalar, s16, u16, u32, u64
+from ...abi.cstruct import Array, CStruct, u16, u32, u64
+from ...abi.gntdev import GNTDEV_GRANT_COPY_SEGMENT, uptr
 
 # --- asm-generic/ioctl.h ----------------------------------------------------------------
 
@@ -60,8 +59,6 @@ def ioc_fields(number: int) -> tuple[int, int, int, int]:
 
 # --- types ------------------------------------------------------------------------------
 
-POINTER_SIZE = ctypes.sizeof(ctypes.c_void_p)
-uptr = Scalar("Q" if POINTER_SIZE == 8 else "I", POINTER_SIZE, "void *")  # a user pointer
 grant_ref_t = u32
 domid_t = u16
 uint = u32  # C ``unsigned int``
@@ -83,18 +80,6 @@ GNTDEV_GET_OFFSET_FOR_VADDR = CStruct(
 GNTDEV_SET_MAX_GRANTS = CStruct("struct ioctl_gntdev_set_max_grants", [("count", u32)])
 GNTDEV_UNMAP_NOTIFY = CStruct(
     "struct ioctl_gntdev_unmap_notify", [("index", u64), ("action", u32), ("event_channel_port", u32)]
-)
-_COPY_FOREIGN = CStruct("", [("ref", grant_ref_t), ("offset", u16), ("domid", domid_t)])
-_COPY_SIDE = CStruct("", [("virt", uptr), ("foreign", _COPY_FOREIGN)], union=True)
-GNTDEV_GRANT_COPY_SEGMENT = CStruct(
-    "struct gntdev_grant_copy_segment",
-    [
-        ("source", _COPY_SIDE),
-        ("dest", _COPY_SIDE),
-        ("len", u16),
-        ("flags", u16),  # GNTCOPY_source_gref / GNTCOPY_dest_gref
-        ("status", s16),  # GNTST_*
-    ],
 )
 GNTDEV_GRANT_COPY = CStruct("struct ioctl_gntdev_grant_copy", [("count", uint), ("segments", uptr)])
 

@@ -1,0 +1,209 @@
+/* Packet vectors: filling them with frames, releasing them, and the checksum-offload header
+ * walk.  The twin is core/pure/vec.py. */
+#include "xn_core.h"
+
+int xn_vec_fill_frames(struct xn_buf mem, struct xn_buf pool, struct xn_buf frames, struct xn_buf lens,
+                       uint32_t nframes, uint32_t flags, struct xn_buf vec_pkts, struct xn_buf vec_pieces,
+                       uint32_t pkt_base, uint32_t piece_base, uint32_t piece_cap, long res[2], struct xn_err *err)
+{
+    if (lens.len < 4 * (size_t)nframes || vec_pkts.len < ((uint64_t)pkt_base + nframes) * sizeof(struct xn_pkt) ||
+        vec_pieces.len < (size_t)piece_cap * sizeof(struct xn_piece))
+        return xn_fail(err, "vec_fill_frames: buffers too small");
+    struct xn_poolv pv;
+    if (xn_pool_open(&pv, pool, err))
+        return -1;
+    size_t pos = 0;
+    uint32_t npiece = piece_base, i;
+    int rc = 0;
+    for (i = 0; i < nframes; i++) {
+        uint32_t length = xn_ld32(lens.p + 4 * (size_t)i);
+        if (length < 1 || length > 0xFFFF || pos + length > frames.len) {
+            rc = xn_fail(err, "vec_fill_frames: frame %u of %u bytes", i, length);
+            break;
+        }
+        uint32_t need = (length + XN_PAGE_SIZE - 1) / XN_PAGE_SIZE;
+        if (pv.count < need || (uint64_t)npiece + need > piece_cap)
+            break;
+        uint32_t piece0 = npiece, done = 0;
+        while (done < length) {
+            uint32_t frame;
+            xn_pool_pop(&pv, &frame);
+            if (((uint64_t)frame + 1) * XN_PAGE_SIZE > mem.len) {
+                rc = xn_fail(err, "vec_fill_frames: frame %u outside memory", frame);
+                goto out;
+            }
+            uint32_t n = length - done < XN_PAGE_SIZE ? length - done : XN_PAGE_SIZE;
+            memcpy(mem.p + (size_t)frame * XN_PAGE_SIZE, frames.p + pos + done, n);
+            struct xn_piece pc = {frame, 0, (uint16_t)n, XN_NONE32, XN_DOMID_SELF, XN_PIECE_POOL};
+            XN_PUT(vec_pieces.p, npiece, pc);
+            npiece++;
+            done += n;
+        }
+        struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), (uint16_t)flags, length, XN_NONE32, 0, 0, 0, 0, 0};
+        XN_PUT(vec_pkts.p, pkt_base + i, v);
+        pos += length;
+    }
+out:
+    xn_pool_close(&pv);
+    if (rc)
+        return rc;
+    res[0] = i;
+    res[1] = npiece;
+    return 0;
+}
+
+long xn_vec_release(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
+                    struct xn_buf pool, struct xn_buf *priv_pool, struct xn_buf tags_out, struct xn_err *err)
+{
+    if (vec_pkts.len < ((uint64_t)start + npkts) * sizeof(struct xn_pkt))
+        return xn_fail(err, "vec_release: buffers too small");
+    struct xn_poolv pv, pp, *ppv = NULL;
+    if (xn_pool_open(&pv, pool, err))
+        return -1;
+    if (priv_pool && priv_pool->p == pool.p) {
+        ppv = &pv; /* one pool for both: one view of it */
+    } else if (priv_pool) {
+        if (xn_pool_open(&pp, *priv_pool, err))
+            return -1;
+        ppv = &pp;
+    }
+    long ntags = 0;
+    int rc = 0;
+    for (uint32_t j = start; j < start + npkts && rc == 0; j++) {
+        struct xn_pkt p;
+        XN_GET(p, vec_pkts.p, j);
+        if (((uint64_t)p.piece0 + p.npieces) * sizeof(struct xn_piece) > vec_pieces.len) {
+            rc = xn_fail(err, "vec_release: pieces past the vector");
+            break;
+        }
+        for (uint32_t k = p.piece0; k < (uint32_t)p.piece0 + p.npieces && rc == 0; k++) {
+            struct xn_piece pc;
+            XN_GET(pc, vec_pieces.p, k);
+            if (pc.domid != XN_DOMID_SELF || (pc.flags & XN_PIECE_RUN))
+                continue;
+            if (pc.flags & XN_PIECE_PRIV) {
+                if (!ppv)
+                    rc = xn_fail(err, "vec_release: frame %u is a private-pool frame, and there is none", pc.frame);
+                else
+                    rc = xn_pool_push(ppv, pc.frame, err);
+            } else if (pc.flags & XN_PIECE_POOL) {
+                rc = xn_pool_push(&pv, pc.frame, err);
+            }
+        }
+        if (rc)
+            break;
+        if (p.tag != XN_NONE32) {
+            if ((size_t)(ntags + 1) * 4 > tags_out.len) {
+                rc = xn_fail(err, "vec_release: tags_out too small");
+                break;
+            }
+            xn_st32(tags_out.p + 4 * (size_t)ntags, p.tag);
+            ntags++;
+        }
+    }
+    xn_pool_close(&pv);
+    if (ppv == &pp)
+        xn_pool_close(&pp);
+    return rc ? -1 : ntags;
+}
+
+static uint16_t be16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+/* (csum_start, csum_offset) of a TCP/UDP over IPv4/IPv6 frame's first n bytes; 0 if none */
+static int l4_offsets(const unsigned char *h, uint32_t n, uint16_t *start, uint16_t *off)
+{
+    if (n < 14)
+        return 0;
+    uint32_t l3 = 14;
+    uint16_t ethertype = be16(h + 12);
+    if (ethertype == 0x8100) {
+        if (n < 18)
+            return 0;
+        ethertype = be16(h + 16);
+        l3 = 18;
+    }
+    uint32_t ip_hlen, l4_len;
+    uint8_t proto;
+    if (ethertype == 0x0800) {
+        if (n < l3 + 20)
+            return 0;
+        uint8_t vihl = h[l3];
+        uint16_t tot_len = be16(h + l3 + 2), frag = be16(h + l3 + 6);
+        proto = h[l3 + 9];
+        if (vihl >> 4 != 4 || (vihl & 0xF) * 4 != 20 || (frag & 0x3FFF) || tot_len < 20)
+            return 0;
+        ip_hlen = 20;
+        l4_len = tot_len - 20u;
+    } else if (ethertype == 0x86DD) {
+        if (n < l3 + 40)
+            return 0;
+        if (h[l3] >> 4 != 6)
+            return 0;
+        ip_hlen = 40;
+        l4_len = be16(h + l3 + 4);
+        proto = h[l3 + 6];
+    } else {
+        return 0;
+    }
+    uint32_t l4 = l3 + ip_hlen, l4_hlen;
+    if (proto == 6) {
+        if (n < l4 + 20)
+            return 0;
+        l4_hlen = (uint32_t)(h[l4 + 12] >> 4) * 4;
+        if (l4_hlen < 20)
+            return 0;
+        *off = 16;
+    } else if (proto == 17) {
+        l4_hlen = 8;
+        *off = 6;
+    } else {
+        return 0;
+    }
+    if (l4_len < l4_hlen || n < l4 + l4_hlen)
+        return 0;
+    *start = (uint16_t)l4;
+    return 1;
+}
+
+#define HEADER_PEEK 128u
+
+long xn_csum_setup(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
+                   struct xn_buf mem, struct xn_err *err)
+{
+    if (vec_pkts.len < ((uint64_t)start + npkts) * sizeof(struct xn_pkt))
+        return xn_fail(err, "csum_setup: buffers too small");
+    long failed = 0;
+    for (uint32_t j = start; j < start + npkts; j++) {
+        struct xn_pkt p;
+        XN_GET(p, vec_pkts.p, j);
+        if (!(p.flags & XN_PKT_CSUM_PARTIAL))
+            continue;
+        if (((uint64_t)p.piece0 + p.npieces) * sizeof(struct xn_piece) > vec_pieces.len)
+            return xn_fail(err, "csum_setup: pieces past the vector");
+        unsigned char head[HEADER_PEEK];
+        uint32_t have = 0;
+        for (uint32_t k = p.piece0; k < (uint32_t)p.piece0 + p.npieces && have < HEADER_PEEK; k++) {
+            struct xn_piece pc;
+            XN_GET(pc, vec_pieces.p, k);
+            if ((pc.flags & XN_PIECE_RUN) || pc.domid != XN_DOMID_SELF)
+                break; /* a foreign piece: its bytes are not ours to read here */
+            uint32_t take = pc.len < HEADER_PEEK - have ? pc.len : HEADER_PEEK - have;
+            uint64_t base = (uint64_t)pc.frame * XN_PAGE_SIZE + pc.offset;
+            if (base + take > mem.len)
+                return xn_fail(err, "csum_setup: frame %u outside memory", pc.frame);
+            memcpy(head + have, mem.p + base, take);
+            have += take;
+        }
+        uint16_t cs = 0, co = 0;
+        if (!l4_offsets(head, have, &cs, &co)) {
+            failed++;
+            p.flags = (uint16_t)((p.flags & ~XN_PKT_CSUM_PARTIAL) | XN_PKT_CSUM_FAILED);
+            p.csum_start = p.csum_offset = 0;
+        } else {
+            p.csum_start = cs;
+            p.csum_offset = co;
+        }
+        XN_PUT(vec_pkts.p, j, p);
+    }
+    return failed;
+}

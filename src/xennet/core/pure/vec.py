@@ -1,0 +1,216 @@
+"""Packet vectors: filling them with frames, releasing them, and the checksum-offload
+header walk (Linux's ``skb_checksum_setup``, as narrow as ``packet/frames.parse_l3l4``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ...abi.grant_table import DOMID_SELF
+from .. import records as r
+from ..types import Buffer, WBuffer
+from .codecs import PIECE, PKT
+from .pool import PoolView
+
+HEADER_PEEK = 128  # enough for Ethernet + VLAN + IPv6 + TCP with options
+_BE16 = struct.Struct("!H")
+_BE32 = struct.Struct("!I")
+
+
+def vec_fill_frames(
+    mem: WBuffer,
+    pool: WBuffer,
+    frames: Buffer,
+    lens: Buffer,
+    nframes: int,
+    flags: int,
+    vec_pkts: WBuffer,
+    vec_pieces: WBuffer,
+    pkt_base: int,
+    piece_base: int,
+    piece_cap: int,
+) -> tuple[int, int]:
+    """Copy ``nframes`` frames (back to back in ``frames``, u32 lengths in ``lens``) into
+    pool frames, one packet each (``flags``: PKT_*) from ``pkt_base``.  Stops before a
+    frame the pool or the pieces cannot hold.  Returns (frames done, pieces end)."""
+    m = memoryview(mem).cast("B")
+    src = memoryview(frames).cast("B")
+    ln = memoryview(lens).cast("B").cast("I")
+    vp = memoryview(vec_pkts).cast("B")
+    vpc = memoryview(vec_pieces).cast("B")
+    p = PoolView(pool)
+    if (
+        len(ln) < nframes
+        or len(vp) < (pkt_base + nframes) * r.PKT.size
+        or len(vpc) < piece_cap * r.PIECE.size
+    ):
+        raise ValueError("vec_fill_frames: buffers too small")
+    pos = 0
+    npiece = piece_base
+    for i in range(nframes):
+        length = int(ln[i])
+        if not 1 <= length <= 0xFFFF or pos + length > len(src):
+            raise ValueError(f"vec_fill_frames: frame {i} of {length} bytes")
+        need = -(-length // r.PAGE_SIZE)
+        if p.count < need or npiece + need > piece_cap:
+            return i, npiece
+        piece0 = npiece
+        done = 0
+        while done < length:
+            frame = p.pop()
+            assert frame is not None
+            if (frame + 1) * r.PAGE_SIZE > len(m):
+                raise ValueError(f"vec_fill_frames: frame {frame} outside memory")
+            n = min(length - done, r.PAGE_SIZE)
+            m[frame * r.PAGE_SIZE : frame * r.PAGE_SIZE + n] = src[pos + done : pos + done + n]
+            PIECE.pack_into(vpc, npiece * r.PIECE.size, frame, 0, n, r.NONE32, DOMID_SELF, r.PIECE_POOL)
+            npiece += 1
+            done += n
+        PKT.pack_into(
+            vp, (pkt_base + i) * r.PKT.size, piece0, npiece - piece0, flags, length, r.NONE32, 0, 0, 0, 0, 0
+        )
+        pos += length
+    return nframes, npiece
+
+
+def vec_release(
+    vec_pkts: Buffer,
+    vec_pieces: Buffer,
+    start: int,
+    npkts: int,
+    pool: WBuffer,
+    priv_pool: WBuffer | None,
+    tags_out: WBuffer,
+) -> int:
+    """Packets ``start..`` are done: their pool frames go back (PIECE_PRIV ones to
+    ``priv_pool``); the tags of tagged packets go to ``tags_out`` (u32) for their owner.
+    Returns how many tags."""
+    vp = memoryview(vec_pkts).cast("B")
+    vpc = memoryview(vec_pieces).cast("B")
+    to = memoryview(tags_out).cast("B").cast("I")
+    if len(vp) < (start + npkts) * r.PKT.size:
+        raise ValueError("vec_release: buffers too small")
+    p = PoolView(pool)
+    pp = PoolView(priv_pool) if priv_pool is not None else None
+    ntags = 0
+    for j in range(start, start + npkts):
+        piece0, npieces, _fl, _len, tag, *_rest = PKT.unpack_from(vp, j * r.PKT.size)
+        if (piece0 + npieces) * r.PIECE.size > len(vpc):
+            raise ValueError("vec_release: pieces past the vector")
+        for k in range(piece0, piece0 + npieces):
+            frame, _o, _l, _ref, domid, flags = PIECE.unpack_from(vpc, k * r.PIECE.size)
+            if domid != DOMID_SELF or flags & r.PIECE_RUN:
+                continue
+            if flags & r.PIECE_PRIV:
+                if pp is None:
+                    raise ValueError(f"vec_release: frame {frame} is a private-pool frame, and there is none")
+                pp.push(frame)
+            elif flags & r.PIECE_POOL:
+                p.push(frame)
+        if tag != r.NONE32:
+            if ntags >= len(to):
+                raise ValueError("vec_release: tags_out too small")
+            to[ntags] = tag
+            ntags += 1
+    return ntags
+
+
+def _l4_offsets(h: bytes) -> tuple[int, int] | None:
+    """(csum_start, csum_offset) of a TCP/UDP over IPv4/IPv6 frame's first bytes, or None."""
+    n = len(h)
+    if n < 14:
+        return None
+    l3 = 14
+    ethertype = _BE16.unpack_from(h, 12)[0]
+    if ethertype == 0x8100:
+        if n < 18:
+            return None
+        ethertype = _BE16.unpack_from(h, 16)[0]
+        l3 = 18
+    if ethertype == 0x0800:
+        if n < l3 + 20:
+            return None
+        vihl, tot_len, frag, proto = (
+            h[l3],
+            _BE16.unpack_from(h, l3 + 2)[0],
+            _BE16.unpack_from(h, l3 + 6)[0],
+            h[l3 + 9],
+        )
+        if vihl >> 4 != 4 or (vihl & 0xF) * 4 != 20 or frag & 0x3FFF or tot_len < 20:
+            return None
+        ip_hlen, l4_len = 20, tot_len - 20
+    elif ethertype == 0x86DD:
+        if n < l3 + 40:
+            return None
+        if _BE32.unpack_from(h, l3)[0] >> 28 != 6:
+            return None
+        ip_hlen, l4_len, proto = 40, _BE16.unpack_from(h, l3 + 4)[0], h[l3 + 6]
+    else:
+        return None
+    l4 = l3 + ip_hlen
+    if proto == 6:
+        if n < l4 + 20:
+            return None
+        l4_hlen = (h[l4 + 12] >> 4) * 4
+        if l4_hlen < 20:
+            return None
+        csum_offset = 16
+    elif proto == 17:
+        l4_hlen, csum_offset = 8, 6
+    else:
+        return None
+    if l4_len < l4_hlen or n < l4 + l4_hlen:
+        return None
+    return l4, csum_offset
+
+
+def csum_setup(vec_pkts: WBuffer, vec_pieces: Buffer, start: int, npkts: int, mem: Buffer) -> int:
+    """For each PKT_CSUM_PARTIAL packet ``start..``: find its L4 checksum (csum_start,
+    csum_offset) from its first 128 bytes; a packet whose headers are not TCP or UDP over
+    IPv4 or IPv6 loses PKT_CSUM_PARTIAL and gets PKT_CSUM_FAILED.  Returns the failures."""
+    vp = memoryview(vec_pkts).cast("B")
+    vpc = memoryview(vec_pieces).cast("B")
+    m = memoryview(mem).cast("B")
+    if len(vp) < (start + npkts) * r.PKT.size:
+        raise ValueError("csum_setup: buffers too small")
+    failed = 0
+    for j in range(start, start + npkts):
+        piece0, npieces, flags, length, tag, gs, gt, err, _cs, _co = PKT.unpack_from(vp, j * r.PKT.size)
+        if not flags & r.PKT_CSUM_PARTIAL:
+            continue
+        if (piece0 + npieces) * r.PIECE.size > len(vpc):
+            raise ValueError("csum_setup: pieces past the vector")
+        head = bytearray()
+        for k in range(piece0, piece0 + npieces):
+            if len(head) >= HEADER_PEEK:
+                break
+            frame, off, plen, _ref, domid, pflags = PIECE.unpack_from(vpc, k * r.PIECE.size)
+            if pflags & r.PIECE_RUN or domid != DOMID_SELF:
+                break  # a foreign piece: its bytes are not ours to read here
+            take = min(plen, HEADER_PEEK - len(head))
+            base = frame * r.PAGE_SIZE + off
+            if base + take > len(m):
+                raise ValueError(f"csum_setup: frame {frame} outside memory")
+            head += m[base : base + take]
+        got = _l4_offsets(bytes(head))
+        if got is None:
+            failed += 1
+            PKT.pack_into(
+                vp,
+                j * r.PKT.size,
+                piece0,
+                npieces,
+                (flags & ~r.PKT_CSUM_PARTIAL) | r.PKT_CSUM_FAILED,
+                length,
+                tag,
+                gs,
+                gt,
+                err,
+                0,
+                0,
+            )
+        else:
+            PKT.pack_into(
+                vp, j * r.PKT.size, piece0, npieces, flags, length, tag, gs, gt, err, got[0], got[1]
+            )
+    return failed
