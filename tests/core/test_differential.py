@@ -451,3 +451,17 @@ def test_ring_moves_wrap() -> None:
         both("ring_copy_out", page, start, 10, 12, 256, bytearray(120))
         both("ring_copy_in", page, start, 10, 12, 256, bytes(range(120)))
     both("ring_copy_out", page, 0, 300, 12, 256, bytearray(4000))
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_vec_compact_and_give_pairs(data: st.DataObject) -> None:
+    vec = PacketVec(16, 64)
+    for _ in range(data.draw(st.integers(0, 12))):
+        vec.append([Piece(data.draw(st.integers(0, 9)), 0, 10)] * data.draw(st.integers(1, 4)))
+    start = data.draw(st.integers(0, max(vec.npkts, 0)))
+    both("vec_compact", vec.pkts, vec.pieces, start, vec.npkts, vec.npieces)
+    pool = _pool(16, list(range(8)), granted=True, refs=list(range(100, 108)))
+    pool.take(8)
+    pairs = b"".join(struct.pack("<II", 0, data.draw(st.integers(0, 17))) for _ in range(data.draw(st.integers(0, 5))))
+    both("pool_give_pairs", pool.buf, pairs, len(pairs) // 8)

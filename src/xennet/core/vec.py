@@ -62,9 +62,13 @@ class PacketVec:
         self.npkts = 0
         self.npieces = 0
         self.tags = bytearray(4 * max_pkts)  # vec_release writes the tags of released packets here
+        # what a queue delivered in this vector: packets with pieces and no error, and their bytes
+        self.delivered = 0
+        self.delivered_bytes = 0
 
     def clear(self) -> None:
         self.npkts = self.npieces = 0
+        self.delivered = self.delivered_bytes = 0
 
     def packet(self, i: int) -> Packet:
         return Packet._make(PKT.unpack_from(self.pkts, i * r.PKT.size))
@@ -120,17 +124,8 @@ class PacketVec:
         if start >= self.npkts:
             self.clear()
             return
-        first_piece = self.packet(start).piece0
-        n = self.npkts - start
-        self.pkts[: n * r.PKT.size] = self.pkts[start * r.PKT.size : self.npkts * r.PKT.size]
-        self.pieces[: (self.npieces - first_piece) * r.PIECE.size] = self.pieces[
-            first_piece * r.PIECE.size : self.npieces * r.PIECE.size
-        ]
-        for i in range(n):
-            p = self.packet(i)
-            self.set_packet(i, p._replace(piece0=p.piece0 - first_piece))
-        self.npkts = n
-        self.npieces -= first_piece
+        self.npieces = kernels.vec_compact(self.pkts, self.pieces, start, self.npkts, self.npieces)
+        self.npkts -= start
 
 
 class FramePool:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate
 from collections.abc import Callable
 
 from ..abi import netif
@@ -191,15 +193,12 @@ class RxQueue:
                 taken += 1
             return taken
         self._compact()
-        room, total = 0, 0
-        while (
-            room < min(n, self.q.max_pkts - self.q.npkts)
-            and self._queued_bytes + total + lv[room] <= self.max_queued_bytes
-        ):
-            total += lv[room]
-            room += 1
+        limit = min(n, self.q.max_pkts - self.q.npkts)
+        sums = list(accumulate(lv[:limit]))
+        room = bisect_right(sums, self.max_queued_bytes - self._queued_bytes)
         if not room:
             return 0
+        total = sums[room - 1]
         pool = self.pages
         pool.ensure(room + total // PAGE_SIZE + 1)
         done, npieces = kernels.vec_fill_frames(
@@ -210,7 +209,7 @@ class RxQueue:
             self._last_progress = self.clock()
         self.q.npkts += done
         self.q.npieces = npieces
-        self._queued_bytes += sum(lv[i] for i in range(done)) if done < room else total
+        self._queued_bytes += sums[done - 1] if done else 0
         self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, self.queued)
         return int(done)
 
@@ -250,7 +249,7 @@ class RxQueue:
             n = ring.unconsumed_requests()
             if n:
                 kernels.ring_copy_out(ring.page, ring.req_cons, n, ENTRY, ring.nr_ents, self._reqs)
-            npk, used, nseg, nrsp, needed, staged, forwarded, repacked = kernels.netback_rx_plan(
+            npk, used, nseg, nrsp, needed, staged, forwarded, repacked, planned = kernels.netback_rx_plan(
                 self.q.pkts, self.q.pieces, self.head, min(self.q.npkts - self.head, ring.nr_ents),
                 self._reqs, n, self.packing.core_id, self.max_buffers, self.front_domid,
                 pool.memory.base_address, self._segs, SEG_CAP, self._plans, self._rsps, RSP_CAP,
@@ -286,6 +285,7 @@ class RxQueue:
             st.rx_repacked += repacked
             if bad or ok + bad < npk:
                 self._count_failures(npk)
+            self._queued_bytes -= planned
             self._deliver(npk)
             self._last_progress = self.clock()
             self.carrier = True
@@ -305,8 +305,6 @@ class RxQueue:
     def _deliver(self, npk: int) -> None:
         """Packets ``head..head+npk`` left the queue: free their frames, release their skbs."""
         q = self.q
-        for j in range(self.head, self.head + npk):
-            self._queued_bytes -= q.packet(j).len
         ntags = kernels.vec_release(q.pkts, q.pieces, self.head, npk, self.pages.pool.buf, None, q.tags)
         self.pages.given_back()
         self._release_tags(ntags)

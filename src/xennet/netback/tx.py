@@ -177,6 +177,8 @@ class TxQueue:
         st.tx_bytes += nbytes
         st.tx_slots += nslots
         st.tx_gso_packets += gso
+        if self.limits.data == "copy":
+            vec.delivered, vec.delivered_bytes = ok, nbytes
         batch.notify = self._push()
         return batch
 

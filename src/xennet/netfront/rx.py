@@ -189,6 +189,8 @@ class RxQueue:
             s = self.stats
             s.rx_packets += ok
             s.rx_bytes += nbytes
+            vec.delivered += ok
+            vec.delivered_bytes += nbytes
             s.rx_slots += nslots
             s.rx_gso_packets += gso
             if nrec:
@@ -247,6 +249,8 @@ class RxQueue:
                 self.stats.rx_errors["csum_blank_unparseable"] += 1
                 self.stats.rx_packets -= 1
                 self.stats.rx_bytes -= p.len
+                self.vec.delivered -= 1
+                self.vec.delivered_bytes -= p.len
                 self.release_range(j, 1)
                 self.vec.set_packet(j, p._replace(npieces=0, error=r.RxError.CSUM_BLANK_UNPARSEABLE))
 

@@ -155,12 +155,10 @@ class TxQueue:
             return taken
         self._compact()
         room = min(n, self.vec.max_pkts - self.vec.npkts)
-        total = 0
-        for i in range(room):
-            if not 1 <= lv[i] <= netif.XEN_NETIF_MAX_TX_SIZE:
-                room = i  # a bad frame goes through send_frame, which counts it
-                break
-            total += lv[i]
+        head = lv[:room]
+        if min(head, default=1) < 1 or max(head, default=1) > netif.XEN_NETIF_MAX_TX_SIZE:
+            room = next(i for i, x in enumerate(head) if not 1 <= x <= netif.XEN_NETIF_MAX_TX_SIZE)
+        total = sum(lv[:room])
         if room == 0:
             return self.send_frames_slow(frames, lens, n)
         pool = self.pages

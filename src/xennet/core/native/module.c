@@ -382,7 +382,7 @@ static PyObject *py_netback_rx_plan(PyObject *self, PyObject *args)
                           &max_buffers, &domid, &mem_base, &segs, &seg_cap, &plans, &rsps, &rsp_cap))
         return NULL;
     uint32_t v[7];
-    long res[8];
+    long res[9];
     struct xn_err err;
     int rc = -2;
     if (!u32(start, &v[0]) && !u32(npkts, &v[1]) && !u32(nreqs, &v[2]) && !u32(max_buffers, &v[3]) &&
@@ -392,7 +392,7 @@ static PyObject *py_netback_rx_plan(PyObject *self, PyObject *args)
     REL(&vp, &vpc, &reqs, &segs, &plans, &rsps);
     if (rc == -2)
         return NULL;
-    return rc ? fail(&err) : tuple_of(res, 8);
+    return rc ? fail(&err) : tuple_of(res, 9);
 }
 
 static PyObject *py_netback_rx_respond(PyObject *self, PyObject *args)
@@ -586,6 +586,44 @@ static PyObject *py_vec_release(PyObject *self, PyObject *args)
     return rc < 0 ? fail(&err) : PyLong_FromLong(rc);
 }
 
+static PyObject *py_vec_compact(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer vp, vpc;
+    Py_ssize_t start, npkts, npieces;
+    if (!PyArg_ParseTuple(args, "w*w*nnn", &vp, &vpc, &start, &npkts, &npieces))
+        return NULL;
+    uint32_t a, b, c;
+    struct xn_err err;
+    long rc = -2;
+    if (!u32(start, &a) && !u32(npkts, &b) && !u32(npieces, &c))
+        rc = xn_vec_compact(B(&vp), B(&vpc), a, b, c, &err);
+    REL(&vp, &vpc);
+    if (rc == -2)
+        return NULL;
+    return rc < 0 ? fail(&err) : PyLong_FromLong(rc);
+}
+
+static PyObject *py_pool_give_pairs(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer pool, pairs;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "w*y*n", &pool, &pairs, &n))
+        return NULL;
+    uint32_t a;
+    struct xn_err err;
+    int rc = -2;
+    if (!u32(n, &a))
+        rc = xn_pool_give_pairs(B(&pool), B(&pairs), a, &err);
+    REL(&pool, &pairs);
+    if (rc == -2)
+        return NULL;
+    if (rc)
+        return fail(&err);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_csum_setup(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -624,11 +662,13 @@ static PyMethodDef methods[] = {
     {"pool_add", py_pool_add, METH_VARARGS, NULL},
     {"pool_drain", py_pool_drain, METH_VARARGS, NULL},
     {"pool_give", py_pool_give, METH_VARARGS, NULL},
+    {"pool_give_pairs", py_pool_give_pairs, METH_VARARGS, NULL},
     {"pool_take", py_pool_take, METH_VARARGS, NULL},
     {"pool_take_pairs", py_pool_take_pairs, METH_VARARGS, NULL},
     {"ring_copy_in", py_ring_copy_in, METH_VARARGS, NULL},
     {"ring_copy_out", py_ring_copy_out, METH_VARARGS, NULL},
     {"segment_domids", py_segment_domids, METH_VARARGS, NULL},
+    {"vec_compact", py_vec_compact, METH_VARARGS, NULL},
     {"vec_fill_frames", py_vec_fill_frames, METH_VARARGS, NULL},
     {"vec_release", py_vec_release, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

@@ -121,13 +121,14 @@ struct rx_rsp {
         res[5] = staged;                                                                                             \
         res[6] = forwarded;                                                                                          \
         res[7] = repacks;                                                                                            \
+        res[8] = planned;                                                                                            \
         return 0;                                                                                                    \
     } while (0)
 
 int xn_netback_rx_plan(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
                        struct xn_buf reqs, uint32_t nreqs, int packing, uint32_t max_buffers, uint32_t front_domid,
                        uint64_t mem_base, struct xn_buf segs, uint32_t seg_cap, struct xn_buf plans,
-                       struct xn_buf rsps, uint32_t rsp_cap, long res[8], struct xn_err *err)
+                       struct xn_buf rsps, uint32_t rsp_cap, long res[9], struct xn_err *err)
 {
     if (reqs.len < (size_t)nreqs * XN_RX_ENTRY || segs.len < (size_t)seg_cap * sizeof(struct xn_seg) ||
         rsps.len < (size_t)rsp_cap * XN_RX_ENTRY)
@@ -140,7 +141,7 @@ int xn_netback_rx_plan(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_
     static __thread struct chunk c[MAX_CHUNKS];
     static __thread struct copy cp[2 * MAX_CHUNKS + 64];
     static __thread uint32_t bufstart[2 * MAX_CHUNKS + 66];
-    long used = 0, nseg = 0, nrsp = 0, staged = 0, forwarded = 0, repacks = 0;
+    long used = 0, nseg = 0, nrsp = 0, staged = 0, forwarded = 0, repacks = 0, planned = 0;
     for (uint32_t j = 0; j < npkts; j++) {
         struct xn_pkt p;
         XN_GET(p, vec_pkts.p, start + j);
@@ -150,6 +151,7 @@ int xn_netback_rx_plan(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_
         if (nc == 0) {
             struct xn_rx_plan z = {(uint32_t)nseg, 0, (uint16_t)nrsp, 0, 0, 0};
             XN_PUT(plans.p, j, z);
+            planned += p.len;
             continue;
         }
         uint32_t ncp;
@@ -166,6 +168,7 @@ int xn_netback_rx_plan(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_
         if (nseg + ncp > seg_cap || nrsp + slots > rsp_cap)
             RET(j, used, nseg, nrsp, 0);
         repacks += repacked;
+        planned += p.len;
         struct xn_rx_plan pl = {(uint32_t)nseg, ncp, (uint16_t)nrsp, (uint16_t)slots, (uint16_t)nbuf, repacked};
         XN_PUT(plans.p, j, pl);
         uint16_t f0 = rsp_flags(p.flags);

@@ -161,3 +161,17 @@ int xn_stack_open(struct xn_stack *s, struct xn_buf b, struct xn_err *err)
 }
 
 void xn_stack_close(struct xn_stack *s) { xn_st16(s->p, (uint16_t)s->count); }
+
+int xn_pool_give_pairs(struct xn_buf pool, struct xn_buf pairs, uint32_t n, struct xn_err *err)
+{
+    struct xn_poolv pv;
+    if (xn_pool_open(&pv, pool, err))
+        return -1;
+    if (pairs.len < 8 * (size_t)n)
+        return xn_fail(err, "pool_give_pairs: fewer pairs than n");
+    int rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++)
+        rc = xn_pool_push(&pv, xn_ld32(pairs.p + 8 * (size_t)i + 4), err);
+    xn_pool_close(&pv);
+    return rc;
+}

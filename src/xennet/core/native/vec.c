@@ -207,3 +207,27 @@ long xn_csum_setup(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t st
     }
     return failed;
 }
+
+long xn_vec_compact(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
+                    uint32_t npieces, struct xn_err *err)
+{
+    if (start > npkts || vec_pkts.len < (size_t)npkts * sizeof(struct xn_pkt) ||
+        vec_pieces.len < (size_t)npieces * sizeof(struct xn_piece))
+        return xn_fail(err, "vec_compact: buffers too small");
+    if (start == npkts)
+        return 0;
+    struct xn_pkt p0;
+    XN_GET(p0, vec_pkts.p, start);
+    uint32_t first = p0.piece0 < npieces ? p0.piece0 : npieces;
+    uint32_t n = npkts - start;
+    memmove(vec_pkts.p, vec_pkts.p + (size_t)start * sizeof(struct xn_pkt), (size_t)n * sizeof(struct xn_pkt));
+    memmove(vec_pieces.p, vec_pieces.p + (size_t)first * sizeof(struct xn_piece),
+            (size_t)(npieces - first) * sizeof(struct xn_piece));
+    for (uint32_t i = 0; i < n; i++) {
+        struct xn_pkt p;
+        XN_GET(p, vec_pkts.p, i);
+        p.piece0 = p.piece0 >= first ? p.piece0 - first : 0;
+        XN_PUT(vec_pkts.p, i, p);
+    }
+    return (long)(npieces - first);
+}

@@ -314,7 +314,7 @@ long xn_netback_rx_estimate(struct xn_buf vec_pieces, uint32_t piece0, uint32_t 
 int xn_netback_rx_plan(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
                        struct xn_buf reqs, uint32_t nreqs, int packing, uint32_t max_buffers, uint32_t front_domid,
                        uint64_t mem_base, struct xn_buf segs, uint32_t seg_cap, struct xn_buf plans,
-                       struct xn_buf rsps, uint32_t rsp_cap, long res[8], struct xn_err *err);
+                       struct xn_buf rsps, uint32_t rsp_cap, long res[9], struct xn_err *err);
 int xn_netback_rx_respond(struct xn_buf plans, uint32_t npkts, struct xn_buf segs, struct xn_buf rsps,
                           struct xn_buf status_out, struct xn_buf vec_pkts, uint32_t start, long res[5],
                           struct xn_err *err);
@@ -344,6 +344,9 @@ int xn_netfront_rx_build(struct xn_buf rsps, struct xn_buf pkts, uint32_t start,
 int xn_vec_fill_frames(struct xn_buf mem, struct xn_buf pool, struct xn_buf frames, struct xn_buf lens,
                        uint32_t nframes, uint32_t flags, struct xn_buf vec_pkts, struct xn_buf vec_pieces,
                        uint32_t pkt_base, uint32_t piece_base, uint32_t piece_cap, long res[2], struct xn_err *err);
+long xn_vec_compact(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
+                    uint32_t npieces, struct xn_err *err);
+int xn_pool_give_pairs(struct xn_buf pool, struct xn_buf pairs, uint32_t n, struct xn_err *err);
 long xn_vec_release(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
                     struct xn_buf pool, struct xn_buf *priv_pool, struct xn_buf tags_out, struct xn_err *err);
 long xn_csum_setup(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,

@@ -5,9 +5,9 @@ from .netback_rx import netback_rx_estimate, netback_rx_plan, netback_rx_respond
 from .netback_tx import netback_tx_assemble, netback_tx_build, netback_tx_respond, netback_tx_set_status
 from .netfront_rx import netfront_rx_assemble, netfront_rx_build, netfront_rx_post, netfront_rx_slot_refs
 from .netfront_tx import netfront_tx_complete, netfront_tx_post
-from .pool import pool_add, pool_drain, pool_give, pool_take, pool_take_pairs
+from .pool import pool_add, pool_drain, pool_give, pool_give_pairs, pool_take, pool_take_pairs
 from .ring import ring_copy_in, ring_copy_out
-from .vec import csum_setup, vec_fill_frames, vec_release
+from .vec import csum_setup, vec_compact, vec_fill_frames, vec_release
 
 __all__ = [
     "csum_setup",
@@ -29,11 +29,13 @@ __all__ = [
     "pool_add",
     "pool_drain",
     "pool_give",
+    "pool_give_pairs",
     "pool_take",
     "pool_take_pairs",
     "ring_copy_in",
     "ring_copy_out",
     "segment_domids",
+    "vec_compact",
     "vec_fill_frames",
     "vec_release",
 ]

@@ -107,7 +107,7 @@ def _rsp_flags(pkt_flags: int) -> int:
     return 0
 
 
-Planned = tuple[int, int, int, int, int, int, int, int]
+Planned = tuple[int, int, int, int, int, int, int, int, int]
 
 
 def netback_rx_plan(
@@ -132,7 +132,7 @@ def netback_rx_plan(
     prepared responses (OKAY sizes; ``rx_respond`` turns them into errors if a copy fails).
     Returns (packets planned, requests used, segments, responses, the slots the next packet
     needs or 0, bytes staged from our memory, bytes forwarded from other domains' grants,
-    plans redone with PACK_FULL)."""
+    plans redone with PACK_FULL, the planned packets' bytes)."""
     vp = memoryview(vec_pkts).cast("B")
     vpc = memoryview(vec_pieces).cast("B")
     q = memoryview(reqs).cast("B")
@@ -145,7 +145,7 @@ def netback_rx_plan(
         raise ValueError("netback_rx_plan: rsp_cap above 65535")
     if len(pl) < npkts * r.RX_PLAN.size or len(vp) < (start + npkts) * r.PKT.size:
         raise ValueError("netback_rx_plan: packet buffers too small")
-    used = nseg = nrsp = staged = forwarded = repacks = 0
+    used = nseg = nrsp = staged = forwarded = repacks = planned = 0
     for j in range(npkts):
         piece0, npieces, flags, length, _tag, gso_size, gso_type, _err, _cs, _co = PKT.unpack_from(
             vp, (start + j) * r.PKT.size
@@ -153,6 +153,7 @@ def netback_rx_plan(
         chunks = _chunks(vpc, piece0, npieces)
         if not chunks:  # nothing to receive: no slots, no responses (the caller refuses it)
             RX_PLAN.pack_into(pl, j * r.RX_PLAN.size, nseg, 0, nrsp, 0, 0, 0)
+            planned += length
             continue
         buffers = _plan(chunks, packing)
         repacked = 0
@@ -163,10 +164,11 @@ def netback_rx_plan(
         slots = len(buffers) + (1 if gso else 0)
         copies = sum(len(b) for b in buffers)
         if used + slots > nreqs:
-            return j, used, nseg, nrsp, slots, staged, forwarded, repacks
+            return j, used, nseg, nrsp, slots, staged, forwarded, repacks, planned
         if nseg + copies > seg_cap or nrsp + slots > rsp_cap:
-            return j, used, nseg, nrsp, 0, staged, forwarded, repacks
+            return j, used, nseg, nrsp, 0, staged, forwarded, repacks, planned
         repacks += repacked
+        planned += length
         RX_PLAN.pack_into(pl, j * r.RX_PLAN.size, nseg, copies, nrsp, slots, len(buffers), repacked)
         f0 = _rsp_flags(flags)
         for b, copies_b in enumerate(buffers):
@@ -203,7 +205,7 @@ def netback_rx_plan(
                 )
                 nrsp += 1
         used += slots
-    return npkts, used, nseg, nrsp, 0, staged, forwarded, repacks
+    return npkts, used, nseg, nrsp, 0, staged, forwarded, repacks, planned
 
 
 def netback_rx_respond(

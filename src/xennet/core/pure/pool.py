@@ -141,3 +141,13 @@ def pool_take_pairs(pool: WBuffer, n: int, out: WBuffer) -> int:
         o[2 * got + 1] = frame
         got += 1
     return got
+
+
+def pool_give_pairs(pool: WBuffer, pairs: Buffer, n: int) -> None:
+    """Give back the frames of ``n`` (ref, frame) records (a granted pool keeps their refs)."""
+    p = PoolView(pool)
+    pr = memoryview(pairs).cast("B").cast("I")
+    if len(pr) < 2 * n:
+        raise ValueError("pool_give_pairs: fewer pairs than n")
+    for i in range(n):
+        p.push(int(pr[2 * i + 1]))

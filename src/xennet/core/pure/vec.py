@@ -214,3 +214,23 @@ def csum_setup(vec_pkts: WBuffer, vec_pieces: Buffer, start: int, npkts: int, me
                 vp, j * r.PKT.size, piece0, npieces, flags, length, tag, gs, gt, err, got[0], got[1]
             )
     return failed
+
+
+def vec_compact(vec_pkts: WBuffer, vec_pieces: WBuffer, start: int, npkts: int, npieces: int) -> int:
+    """Drop packets ``0..start`` and the pieces before packet ``start``'s; the rest move to the
+    front, their ``piece0`` rebased.  Returns the pieces left."""
+    vp = memoryview(vec_pkts).cast("B")
+    vpc = memoryview(vec_pieces).cast("B")
+    if start > npkts or len(vp) < npkts * r.PKT.size or len(vpc) < npieces * r.PIECE.size:
+        raise ValueError("vec_compact: buffers too small")
+    if start == npkts:
+        return 0
+    first = min(PKT.unpack_from(vp, start * r.PKT.size)[0], npieces)
+    n = npkts - start
+    vp[: n * r.PKT.size] = bytes(vp[start * r.PKT.size : npkts * r.PKT.size])
+    vpc[: (npieces - first) * r.PIECE.size] = bytes(vpc[first * r.PIECE.size : npieces * r.PIECE.size])
+    for i in range(n):
+        rec = list(PKT.unpack_from(vp, i * r.PKT.size))
+        rec[0] = rec[0] - first if rec[0] >= first else 0
+        PKT.pack_into(vp, i * r.PKT.size, *rec)
+    return npieces - first
