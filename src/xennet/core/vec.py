@@ -16,7 +16,7 @@ from typing import NamedTuple
 from ..abi.grant_table import DOMID_SELF
 from . import kernels
 from . import records as r
-from .pure.codecs import PIECE, PKT, POOL_HEADER, TX_INFLIGHT, TX_SLOT, RX_SLOT
+from .pure.codecs import PIECE, PKT, POOL_HEADER, RX_SLOT, TX_INFLIGHT, TX_SLOT
 from .types import WBuffer
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ..packet.pool import PoolPages
 from ..packet.skb import PageSource, Skb, build_skb, linear_layout

@@ -16,8 +16,8 @@ import logging
 import time
 from bisect import bisect_right
 from collections import deque
-from itertools import accumulate
 from collections.abc import Callable
+from itertools import accumulate
 
 from ..abi import netif
 from ..abi.grant_table import GNTST_NAMES
@@ -213,6 +213,45 @@ class RxQueue:
         self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, self.queued)
         return int(done)
 
+    # --- a port's fast path: frames read straight into pool pages (ports.tap.Producer) ---
+
+    @property
+    def vec(self) -> PacketVec:
+        return self.q
+
+    def room(self) -> int:
+        """Packets a port may append to ``vec`` now: none while the carrier is off or the
+        queue is full (the port waits; the kernel's socket buffer holds the frames)."""
+        if not self.carrier or self.admission.reserves or not self.sg:
+            return 0  # those ways need the per-packet checks of ``enqueue``
+        self._compact()
+        left = self.max_queued_bytes - self._queued_bytes
+        if left < 65536:
+            return 0
+        return max(
+            0, min(self.q.max_pkts - self.q.npkts, (self.q.max_pieces - self.q.npieces) // 18, left // 65536)
+        )
+
+    def commit(self, first: int, nbytes: int) -> None:
+        """Packets ``first..`` were appended by a port: they are queued."""
+        if not self.gso:  # the frontend cannot take GSO: such packets are counted, never delivered
+            nbytes -= self._refuse_gso(first)
+        if first == self.head:
+            self._last_progress = self.clock()
+        self._queued_bytes += nbytes
+        self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, self.queued)
+
+    def _refuse_gso(self, first: int) -> int:
+        refused = 0
+        for j in range(first, self.q.npkts):
+            p = self.q.packet(j)
+            if p.gso_size:
+                self.stats.rx_dropped["needs_gso"] += 1
+                kernels.vec_release(self.q.pkts, self.q.pieces, j, 1, self.pages.pool.buf, None, self.q.tags)
+                self.q.set_packet(j, p._replace(npieces=0, len=0, gso_size=0, error=1))
+                refused += p.len
+        return refused
+
     def _queued(self, length: int) -> None:
         if self.q.npkts - 1 == self.head:
             self._last_progress = self.clock()
@@ -299,7 +338,7 @@ class RxQueue:
             p = self.q.packet(self.head + j)
             if st[j]:
                 self.stats.rx_dropped[f"grant_copy: {GNTST_NAMES.get(st[j], st[j])}"] += 1
-            elif not p.npieces or not p.len:
+            elif (not p.npieces or not p.len) and not p.error:
                 self.stats.rx_dropped["empty"] += 1
 
     def _deliver(self, npk: int) -> None:

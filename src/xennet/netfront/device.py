@@ -8,9 +8,8 @@ file descriptors lives in ``xennet.world``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..core.vec import PacketVec
 from ..packet.pool import PoolPages, Revoke

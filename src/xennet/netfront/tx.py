@@ -189,6 +189,21 @@ class TxQueue:
         for k, (p, ref) in enumerate(zip(pieces, refs, strict=True)):
             self.vec.set_piece(first + k, p._replace(ref=ref, flags=p.flags | r.PIECE_OWN_GRANT))
 
+    # --- a port's fast path: frames read straight into pool pages (ports.tap.Producer) ---
+
+    def room(self) -> int:
+        """Packets a port may append to ``vec`` now (0 while the queue is stopped)."""
+        if self.stopped or not self.fast or not self.features.sg:
+            return 0
+        self._compact()
+        return max(0, min(self.vec.max_pkts - self.vec.npkts, (self.vec.max_pieces - self.vec.npieces) // 18))
+
+    def commit(self, first: int, nbytes: int) -> None:
+        """Packets ``first..`` were appended to ``vec`` by a port: grant (per-packet) and post."""
+        if self.grants == "per-packet":
+            self._grant_pieces(self.vec.packet(first).piece0, self.vec.npieces)
+        self._drain()
+
     def send(self, skb: Skb) -> bool:
         """Take an skb we own (freed once the backend has answered for it).  False, without
         taking it, while the queue is stopped: try again after the next tx event."""
@@ -344,7 +359,7 @@ class TxQueue:
                 self.pages.given_back()
                 if fatal:
                     raise DeviceBroken(f"tx: response for id {detail}, which is not in flight")
-            if not ring.final_check_for_responses():
+            if not ring.final_check_for_responses(lazy=True):
                 break
         if self.head < self.vec.npkts:
             self._drain()

@@ -238,6 +238,14 @@ class Netns:
     def delete_link(self, ifname: str) -> None:
         self.ipr().link("del", index=self.link_index(ifname))
 
+    def move_link(self, ifname: str, to: Netns) -> None:
+        """Move link ``ifname`` of this namespace into ``to`` (its open fds keep working)."""
+        fd = os.open(to.path, os.O_RDONLY)
+        try:
+            self.ipr().link("set", index=self.link_index(ifname), net_ns_fd=fd)
+        finally:
+            os.close(fd)
+
     def add_address(self, ifname: str, address: str, prefixlen: int, *, nodad: bool = True) -> None:
         """Add an IPv4/IPv6 address.  ``nodad`` (IPv6): usable at once, no duplicate detection."""
         kw: dict[str, Any] = {"flags": IFA_F_NODAD} if nodad and ":" in address else {}

@@ -31,13 +31,62 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from ..core import kernels
+from ..core import records as r
+from ..core.pure.codecs import PIECE as PIECE_CODEC
+from ..core.pure.codecs import PKT as PKT_CODEC
+from ..core.vec import PacketVec
 from ..packet.csum import BytesLike
-from ..packet.skb import ETH_HLEN, MAX_PACKET, MAX_SKB_FRAGS, Buf, PageSource, Skb
+from ..packet.pool import PoolPages
+from ..packet.skb import ETH_HLEN, GSO_NONE, MAX_PACKET, MAX_SKB_FRAGS, Buf, Csum, PageSource, Skb
 from ..platform.base import PAGE_SIZE, Page
 from . import vnet
 from .netns import NsRef, run_in_netns
-from .vnet import VNET_HDR_LEN, VnetError, VnetHdr
+from .vnet import VNET_HDR_LEN, Offload, VnetError, VnetHdr
+
+
+class Producer(Protocol):
+    """Where a port puts the frames it reads: a driver queue's packet vector, on its pool."""
+
+    @property
+    def vec(self) -> PacketVec: ...
+
+    @property
+    def pages(self) -> PoolPages: ...
+
+    def room(self) -> int:
+        """Packets that may be appended to ``vec`` now (0: stopped)."""
+        ...
+
+    def commit(self, first: int, nbytes: int) -> None:
+        """Packets ``first..vec.npkts`` (``nbytes`` in all) were appended: take them."""
+        ...
+
+
+_PKT = PKT_CODEC
+_PKT_SIZE = r.PKT.size
+_PIECE = PIECE_CODEC
+_PIECE_SIZE = r.PIECE.size
+_NO_OFFLOAD = bytes(VNET_HDR_LEN)
+
+
+def _csum_state(flags: int) -> Csum:
+    if flags & r.PKT_CSUM_PARTIAL:
+        return Csum.PARTIAL
+    if flags & r.PKT_DATA_VALIDATED:
+        return Csum.UNNECESSARY
+    return Csum.NONE
+
+
+def _pkt_flags(csum: Csum) -> int:
+    if csum is Csum.PARTIAL:
+        return r.PKT_CSUM_PARTIAL
+    if csum is Csum.UNNECESSARY:
+        return r.PKT_DATA_VALIDATED
+    return 0
+
 
 TUN_DEVICE = "/dev/net/tun"
 
@@ -137,6 +186,8 @@ class Tap:
         self.mtu = mtu  # what read_skb/write_skb hold non-GSO frames to (set the link's with Netns)
         self.stats = TapStats()
         self._hdr = bytearray(VNET_HDR_LEN)
+        self._scratch = bytearray(0)  # read_into's landing buffer
+        self._wbuf = bytearray(MAX_TAP_FRAME)  # write_vec gathers multi-piece packets here
 
     @classmethod
     def open(
@@ -274,6 +325,109 @@ class Tap:
         self.stats.rx_bytes += length
         return skb
 
+    def read_into(self, prod: Producer, *, budget: int = 64, max_frame: int | None = None) -> int:
+        """Read up to ``budget`` frames into packets of ``prod``'s vector, on its pool pages:
+        one ``readv`` into a buffer of the TAP's, then one kernel call copies the frame into
+        pool frames with its offload state.  Returns frames read (dropped ones are counted
+        in ``stats.rx_drops``, not returned).  TapGone if the device is gone."""
+        room = min(budget, prod.room())
+        if room <= 0:
+            return 0
+        limit = self._max_frame() if max_frame is None else max_frame
+        if len(self._scratch) < limit + 1:
+            self._scratch = bytearray(limit + 1)
+        sv = memoryview(self._scratch)
+        iov = [self._hdr, sv[: limit + 1]]
+        pool, vec = prod.pages, prod.vec
+        fd = self.fileno()
+        first = vec.npkts
+        nbytes = got = 0
+        try:
+            for _ in range(4 * budget):  # dropped frames do not count against the budget
+                if got >= room or not vec.room(MAX_SKB_FRAGS + 1):
+                    break
+                try:
+                    n = os.readv(fd, iov)
+                except InterruptedError:
+                    continue
+                except OSError as e:
+                    if e.errno in _AGAIN:
+                        break
+                    if e.errno in _GONE:
+                        raise self._gone(e.errno, "read") from None
+                    raise
+                length = n - VNET_HDR_LEN
+                try:
+                    o = self._offload(n, length, limit, sv)
+                except VnetError as e:
+                    self.stats.drop_rx(e.reason)
+                    continue
+                flags = _pkt_flags(o.csum)
+                for _attempt in range(2):
+                    ok, npieces = kernels.vec_fill_frame(
+                        pool.view, pool.pool.buf, sv[:length], flags, o.gso_size, o.gso_type, o.csum_start,
+                        o.csum_offset, vec.pkts, vec.pieces, vec.npkts, vec.npieces, vec.max_pieces,
+                    )  # fmt: skip
+                    if ok or not pool.ensure(MAX_SKB_FRAGS + 1):
+                        break
+                if not ok:
+                    self.stats.drop_rx("no_memory")
+                    continue
+                vec.npkts += 1
+                vec.npieces = npieces
+                got += 1
+                nbytes += length
+                self.stats.rx_packets += 1
+                self.stats.rx_bytes += length
+        finally:
+            if got:
+                prod.commit(first, nbytes)
+        return got
+
+    def _offload(self, n: int, length: int, limit: int, frame: memoryview) -> Offload:
+        if n < VNET_HDR_LEN:
+            raise VnetError("vnet_short", f"read of {n} bytes: shorter than the vnet header")
+        if length > limit:
+            raise VnetError("truncated", f"frame of more than {limit} bytes: truncated")
+        hdr = VnetHdr.unpack(self._hdr)
+        vlan = length >= ETH_HLEN and frame[12:14] == b"\x81\x00"
+        vnet.check_frame(hdr, length, self.mtu, vlan=vlan, max_len=MAX_PACKET)
+        return vnet.to_offload(hdr, length)
+
+    def write_vec(self, vec: PacketVec, view: memoryview) -> int:
+        """Send ``vec``'s delivered packets (pieces in ``view``, the domain's memory) to the
+        kernel, each with the vnet header of its offload state: a packet of one piece as it
+        is, a longer one gathered into a buffer of the TAP's first.  Returns packets sent; the
+        others are counted in ``stats.tx_drops``.  The caller still owns ``vec``."""
+        sent = 0
+        wv = memoryview(self._wbuf)
+        for j in range(vec.npkts):
+            piece0, npieces, flags, length, _tag, gso_size, gso_type, error, cs, co = _PKT.unpack_from(
+                vec.pkts, j * _PKT_SIZE
+            )
+            if not npieces or error:
+                continue
+            if npieces == 1:
+                frame, off, plen, _ref, domid, _pf = _PIECE.unpack_from(vec.pieces, piece0 * _PIECE_SIZE)
+                if domid != 0x7FF0:
+                    self.stats.drop_tx("foreign")
+                    continue
+                data = view[frame * PAGE_SIZE + off : frame * PAGE_SIZE + off + plen]
+            else:
+                data = wv[: kernels.vec_gather(view, vec.pkts, vec.pieces, j, self._wbuf)]
+            try:
+                if not flags and not gso_size:
+                    hdr = _NO_OFFLOAD
+                else:
+                    o = Offload(_csum_state(flags), cs, co, gso_type, gso_size)
+                    hdr = vnet.for_offload(o, length, lambda d=data, o=o: _tcp_hdr_len([d], o)).pack()
+                vnet.check_length(bool(gso_size), length, self.mtu, vlan=data[12:14] == b"\x81\x00")
+            except VnetError as e:
+                self.stats.drop_tx(e.reason)
+                continue
+            sent += self._writev(hdr, [data], length)
+        return sent
+
     # -- transmit ----------------------------------------------------------------------------
 
     def write_skb(self, skb: Skb) -> bool:
@@ -327,3 +481,16 @@ class Tap:
 
 class _Dropped(Exception):
     """One frame was counted as dropped: read the next one."""
+
+
+def _tcp_hdr_len(parts: list[memoryview], o: Offload) -> int:
+    """A GSO frame's header length: through the TCP header the checksum offsets name."""
+    if o.gso_type == GSO_NONE:
+        return 0
+    at = o.csum_start + 12  # TCP data offset
+    head = parts[0]
+    if at >= len(head):
+        head = memoryview(b"".join(bytes(x) for x in parts)[: at + 1])
+    if at >= len(head):
+        raise VnetError("vnet_gso_headers", "a GSO frame shorter than its TCP header")
+    return o.csum_start + (head[at] >> 4) * 4

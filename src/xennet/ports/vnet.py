@@ -16,6 +16,7 @@ the message says what was found.  The caller counts and drops the frame, never f
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -150,31 +151,41 @@ def header_length(skb: Skb) -> int:
 
 
 def from_skb(skb: Skb) -> VnetHdr:
-    """The header to write in front of ``skb`` on a TAP.  VnetError for a state the TAP
-    cannot take: GSO whose checksum is not partial (the kernel would fix up each segment's
-    checksum from a pseudo sum that is not there), offsets outside the frame or a u16."""
+    """The header to write in front of ``skb`` on a TAP (see ``for_offload``)."""
+    return for_offload(
+        Offload(skb.csum, skb.csum_start, skb.csum_offset, skb.gso_type, skb.gso_size),
+        skb.len,
+        lambda: header_length(skb),
+    )
+
+
+def for_offload(o: Offload, length: int, hdr_len: Callable[[], int]) -> VnetHdr:
+    """The header for a ``length``-byte frame in offload state ``o``; ``hdr_len`` finds its
+    header length (only GSO asks).  VnetError for a state the TAP cannot take: GSO whose
+    checksum is not partial (the kernel would fix up each segment's checksum from a pseudo
+    sum that is not there), offsets outside the frame or a u16."""
     flags = start = offset = 0
-    if skb.csum is Csum.PARTIAL:
-        start, offset = skb.csum_start, skb.csum_offset
-        if not (ETH_HLEN <= start < skb.len and offset >= 0 and start + offset + 2 <= skb.len):
+    if o.csum is Csum.PARTIAL:
+        start, offset = o.csum_start, o.csum_offset
+        if not (ETH_HLEN <= start < length and offset >= 0 and start + offset + 2 <= length):
             raise VnetError(
                 "vnet_csum_offset",
-                f"csum_start {start} + csum_offset {offset} do not fit a {skb.len}-byte frame",
+                f"csum_start {start} + csum_offset {offset} do not fit a {length}-byte frame",
             )
         if start > _U16 or offset > _U16:
             raise VnetError("vnet_field_range", f"csum_start {start} / csum_offset {offset} exceed u16")
         flags = VIRTIO_NET_HDR_F_NEEDS_CSUM
-    elif skb.csum is Csum.UNNECESSARY:
+    elif o.csum is Csum.UNNECESSARY:
         flags = VIRTIO_NET_HDR_F_DATA_VALID
-    if skb.gso_type == GSO_NONE:
+    if o.gso_type == GSO_NONE:
         return VnetHdr(flags, VIRTIO_NET_HDR_GSO_NONE, 0, 0, start, offset)
-    if skb.gso_type not in _FROM_SKB_GSO:
-        raise VnetError("vnet_gso_type", f"skb gso_type {skb.gso_type}: only TCPv4/TCPv6")
-    if skb.csum is not Csum.PARTIAL:
-        raise VnetError("vnet_gso_no_csum", f"a GSO skb with checksum state {skb.csum.value}")
-    if not 0 < skb.gso_size <= _U16:
-        raise VnetError("vnet_gso_size", f"gso_size {skb.gso_size}")
-    return VnetHdr(flags, _FROM_SKB_GSO[skb.gso_type], header_length(skb), skb.gso_size, start, offset)
+    if o.gso_type not in _FROM_SKB_GSO:
+        raise VnetError("vnet_gso_type", f"skb gso_type {o.gso_type}: only TCPv4/TCPv6")
+    if o.csum is not Csum.PARTIAL:
+        raise VnetError("vnet_gso_no_csum", f"a GSO skb with checksum state {o.csum.value}")
+    if not 0 < o.gso_size <= _U16:
+        raise VnetError("vnet_gso_size", f"gso_size {o.gso_size}")
+    return VnetHdr(flags, _FROM_SKB_GSO[o.gso_type], hdr_len(), o.gso_size, start, offset)
 
 
 def max_frame_len(mtu: int, *, vlan: bool = False) -> int:
@@ -185,14 +196,19 @@ def max_frame_len(mtu: int, *, vlan: bool = False) -> int:
 def check_frame(
     hdr: VnetHdr, length: int, mtu: int, *, vlan: bool = False, max_len: int = MAX_PACKET
 ) -> None:
-    """VnetError unless a ``length``-byte frame with ``hdr`` may pass a link of ``mtu``:
-    at least an Ethernet header, not over the MTU unless it is GSO, never over ``max_len``
-    (65535: the most the netif protocol carries in one packet)."""
+    """VnetError unless a ``length``-byte frame with ``hdr`` may pass a link of ``mtu``."""
+    check_length(hdr.gso_type != VIRTIO_NET_HDR_GSO_NONE, length, mtu, vlan=vlan, max_len=max_len)
+
+
+def check_length(gso: bool, length: int, mtu: int, *, vlan: bool = False, max_len: int = MAX_PACKET) -> None:
+    """VnetError unless a ``length``-byte frame may pass a link of ``mtu``: at least an
+    Ethernet header, not over the MTU unless it is GSO, never over ``max_len`` (65535: the
+    most the netif protocol carries in one packet)."""
     if length < ETH_HLEN:
         raise VnetError("runt", f"{length}-byte frame is shorter than an Ethernet header")
     if length > max_len:
         raise VnetError("too_big", f"{length}-byte frame: at most {max_len}")
-    if hdr.gso_type == VIRTIO_NET_HDR_GSO_NONE and length > max_frame_len(mtu, vlan=vlan):
+    if not gso and length > max_frame_len(mtu, vlan=vlan):
         raise VnetError(
             "over_mtu", f"{length}-byte frame without GSO over MTU {mtu} ({max_frame_len(mtu, vlan=vlan)})"
         )

@@ -153,11 +153,16 @@ class FrontRing(_Ring[Req, Rsp]):
         self.rsp_cons = (self.rsp_cons + 1) & _MASK
         return bytes(self.page[off : off + size])
 
-    def final_check_for_responses(self) -> bool:
-        """Re-arm ``rsp_event`` and look again; False means it is safe to sleep."""
+    def final_check_for_responses(self, lazy: bool = False) -> bool:
+        """Re-arm ``rsp_event`` and look again; False means it is safe to sleep.  ``lazy``
+        asks to be woken only once half of the requests outstanding are answered (what Linux
+        netfront's tx did): completions that nobody waits for cost no wake-up each."""
         if self.unconsumed_responses():
             return True
-        self._set(RSP_EVENT, self.rsp_cons + 1)
+        ahead = 1
+        if lazy:
+            ahead += ((self.req_prod_pvt - self.rsp_cons) & _MASK) >> 1
+        self._set(RSP_EVENT, self.rsp_cons + ahead)
         full_barrier()
         return self.unconsumed_responses() > 0
 

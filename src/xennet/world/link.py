@@ -40,6 +40,7 @@ class LinkConfig:
     pcap_guest: str | None = None
     pcap_host: str | None = None
     queues: int = 1
+    poll_us: int = 0  # busy-poll each domain's rings and descriptors this long before sleeping
 
 
 def preflight(check: bool = False) -> list[str]:
@@ -100,7 +101,9 @@ def link_guest(world_path: str, paths: VifPaths, addr: LinkAddresses, cfg: LinkC
             def ready() -> None:
                 xs.write(f"{paths.frontend}/link-ready", "1")
 
-            res = serve_netfront(platform, xs, front, spec, should_stop, pcap=pcap, on_connected=ready)
+            res = serve_netfront(
+                platform, xs, front, spec, should_stop, pcap=pcap, on_connected=ready, poll_us=cfg.poll_us
+            )
             return {**res, "role": "guest"}
     finally:
         if pcap is not None:
@@ -115,7 +118,7 @@ def link_backend(world_path: str, addr: LinkAddresses, cfg: LinkConfig) -> dict[
     try:
         with open_domain(world_path, BACKEND) as (platform, xs):
             back = Netback(platform, xs, cfg.back)
-            res = serve_netback(platform, xs, back, lambda vif: spec, should_stop, pcap=pcap)
+            res = serve_netback(platform, xs, back, lambda vif: spec, should_stop, pcap=pcap, poll_us=cfg.poll_us)
             return {**res, "role": "backend"}
     finally:
         if pcap is not None:

@@ -23,11 +23,22 @@ def _exec(ns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProce
 
 
 def measure(
-    client_ns: str, server_ns: str, server_ip: str, seconds: int = 3, reverse: bool = False
+    client_ns: str,
+    server_ns: str,
+    server_ip: str,
+    seconds: float = 3,
+    reverse: bool = False,
+    *,
+    iperf: bool = True,
+    pings: int = 10,
 ) -> PathFigures:
-    ping = _exec(client_ns, "ping", "-c", "5", "-i", "0.2", "-W", "2", server_ip, timeout=30)
-    m = re.search(r"= [\d.]+/([\d.]+)/", ping.stdout)
-    rtt = float(m.group(1)) if m and ping.returncode == 0 else None
+    """Ping (``pings`` of them, 0.05 s apart: the idle RTT, median), then iperf3 TCP for
+    ``seconds`` (``reverse``: the server sends)."""
+    ping = _exec(client_ns, "ping", "-c", str(pings), "-i", "0.05", "-W", "2", server_ip, timeout=30)
+    times = sorted(float(t) for t in re.findall(r"time=([\d.]+) ms", ping.stdout))
+    rtt = times[len(times) // 2] if times and ping.returncode == 0 else None
+    if not iperf:
+        return PathFigures(rtt, None, "" if rtt is not None else f"ping failed: {ping.stdout[-200:]}")
     server = subprocess.Popen(
         ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", server_ip],
         stdout=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -11,9 +12,42 @@ from typing import Any
 _ctx = mp.get_context("spawn")  # a fresh interpreter: nothing inherited but what we pass
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+PROFILE_ENV = "XENNET_PROFILE_DIR"  # set: each domain process writes a profile of its run there
+
+
+def _profiled(name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Run ``fn`` under pyinstrument (cProfile if it is not installed) when ``PROFILE_ENV`` says
+    where the profiles go: ``<dir>/<process name>.html`` and ``.txt``."""
+    out = os.environ.get(PROFILE_ENV)
+    if not out:
+        return fn(*args)
+    os.makedirs(out, exist_ok=True)
+    base = os.path.join(out, name)
     try:
-        conn.send(("ok", fn(*args)))
+        from pyinstrument import Profiler
+    except ImportError:
+        import cProfile
+
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(fn, *args)
+        finally:
+            prof.dump_stats(base + ".prof")
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    try:
+        return fn(*args)
+    finally:
+        profiler.stop()
+        with open(base + ".txt", "w") as f:
+            f.write(profiler.output_text(unicode=True, color=False, show_all=False))
+        with open(base + ".html", "w") as f:
+            f.write(profiler.output_html())
+
+
+def _child(conn: Connection, name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        conn.send(("ok", _profiled(name, fn, args)))
     except BaseException:  # report everything, including KeyboardInterrupt, then die
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -24,7 +58,7 @@ class DomainProcess:
     def __init__(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
         self.name = name
         self._recv, send = _ctx.Pipe(duplex=False)
-        self.proc = _ctx.Process(target=_child, args=(send, fn, args), name=name, daemon=True)
+        self.proc = _ctx.Process(target=_child, args=(send, name, fn, args), name=name, daemon=True)
         self.proc.start()
         send.close()
         self._result: tuple[str, Any] | None = None

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core.vec import PacketVec
 from ..netback.backend import Netback
 from ..netback.interface import Vif
+from ..netback.tx import TxBatch
 from ..netfront.device import Netfront
 from ..packet.skb import Skb
 from ..platform.base import Platform
@@ -44,7 +46,11 @@ class TapSpec:
 
 class Capture:
     """``FILE`` gets frames as the ring carried them (GSO frames whole); ``FILE.segments.pcap``
-    gets them as they left the wire side (GSO frames segmented, checksums completed)."""
+    gets them as they left the wire side (GSO frames segmented, checksums completed).
+
+    What a peer sent must not take the capture down: a frame the segmenter refuses (headers
+    that are not TCP/IP, a GSO size it will not cut) is written whole, once, and counted.
+    """
 
     def __init__(self, path: str) -> None:
         from ..packet.skb import HeapPages
@@ -53,10 +59,19 @@ class Capture:
         self.ring = PcapWriter(path)
         self.wire = PcapWriter(f"{path}.segments.pcap")
         self._scratch = HeapPages()
+        self.unsegmented = 0
 
     def record(self, skb: Skb) -> None:
+        from ..packet.gso import GsoError
+
         self.ring.write_skb(skb)
-        self.wire.write_segmented(skb, self._scratch)
+        try:
+            self.wire.write_segmented(skb, self._scratch)
+        except (GsoError, ValueError) as exc:
+            self.unsegmented += 1
+            if self.unsegmented == 1:
+                log.warning("pcap: a frame the segmenter refuses is captured whole: %s", exc)
+            self.wire.write_skb(skb)
 
     def close(self) -> None:
         self.ring.close()
@@ -102,45 +117,77 @@ def serve_netfront(
     *,
     pcap: Capture | None = None,
     on_connected: Callable[[], None] | None = None,
+    poll_us: int = 0,
 ) -> dict[str, Any]:
     """Netfront <-> one TAP until ``should_stop()``, the device breaks or the TAP vanishes;
-    then an orderly close.  Returns the counters."""
+    then an orderly close.  Frames go as vectors straight between the TAP and the device's
+    pool pages (with ``pcap``, as skbs, so they can be captured).  Returns the counters."""
     from ..ports.tap import TapGone
 
     ns = _netns(spec)
     tap = open_tap(spec, ns)
-    held: list[Skb] = []  # a frame read while the tx queue was stopped
     gone = ""
     announced = False
+    reading = True  # the TAP is in the loop's selector (not while the tx queue is stopped)
+
+    def to_tap(vec: PacketVec) -> None:
+        tap.write_vec(vec, platform.memory.view)
 
     def on_event(port: int) -> None:
-        for skb in front.on_event(port):
-            _record(pcap, skb)
-            try:
-                tap.write_skb(skb)
-            finally:
-                skb.release()
+        if pcap is None:
+            front.on_event(port, to_tap)
+        else:
+            for skb in front.on_event(port):
+                _record(pcap, skb)
+                try:
+                    tap.write_skb(skb)
+                finally:
+                    skb.release()
         pump_tap()
 
     def pump_tap() -> None:
-        nonlocal gone
-        if not front.connected or tap.closed:
+        nonlocal gone, reading
+        tx = front.tx
+        if not front.connected or tap.closed or tx is None:
             return
+        if tx.ring.unconsumed_responses():
+            front.on_event(front.tx_port)  # reap as we send: completions need not wake us
         try:
-            while True:
-                skb = held.pop() if held else tap.read_skb(front.memory)
-                if skb is None:
-                    break
-                _record(pcap, skb)
-                if not front.send(skb):
-                    held.append(skb)
-                    break
+            if pcap is None:
+                for _ in range(8):
+                    if not tap.read_into(tx, budget=64):
+                        break
+            else:
+                while not tx.stopped:
+                    skb = tap.read_skb(front.memory)
+                    if skb is None:
+                        break
+                    _record(pcap, skb)
+                    tx.send(skb)
         except TapGone as exc:
             gone = str(exc)
             tap.close()
+            return
         front.flush()
+        # a stopped queue takes nothing: leave the frames in the TAP until completions restart it
+        if tx.stopped and reading:
+            loop.remove_reader(tap.fileno())
+            reading = False
+        elif not tx.stopped and not reading:
+            loop.add_reader(tap.fileno(), pump_tap)
+            reading = True
 
-    loop = DomainLoop(platform, xs, front.on_watch, on_event)
+    def idle() -> bool:
+        tx, rx = front.tx, front.rx
+        if tx is not None and tx.ring.unconsumed_responses():
+            on_event(front.tx_port)
+            return True
+        if rx is not None and rx.ring.unconsumed_responses():
+            on_event(front.rx_port)
+            return True
+        return False
+
+    loop = DomainLoop(platform, xs, front.on_watch, on_event, idle=idle, poll_us=poll_us)
     try:
         front.start()
         loop.add_reader(tap.fileno(), pump_tap)
@@ -151,8 +198,6 @@ def serve_netfront(
                 log.info("%s: connected; frames go to TAP %s", front.dev.nodename, spec.name)
                 if on_connected is not None:
                     on_connected()
-        for skb in held:
-            skb.release()
         shut_down_netfront(front, loop)
         return {
             "role": "netfront",
@@ -161,6 +206,8 @@ def serve_netfront(
             "stats": front.stats.as_dict(),
             "tap": asdict(tap.stats),
             "accounting": asdict(platform.accounting()),
+            "busy_hits": loop.busy_hits,
+            "pcap_unsegmented": pcap.unsegmented if pcap is not None else 0,
         }
     finally:
         loop.close()
@@ -176,15 +223,18 @@ def serve_netback(
     should_stop: StopFlag,
     *,
     pcap: Capture | None = None,
+    poll_us: int = 0,
 ) -> dict[str, Any]:
     """Netback with one TAP per connected vif (``tap_for`` names it) until ``should_stop()``.
-    A vif that goes away loses its TAP; a TAP that vanishes takes only its vif down."""
+    A vif that goes away loses its TAP; a TAP that vanishes takes only its vif down.  A
+    wake-up does only what is pending: the vif whose port fired, the TAP that is readable;
+    vifs are looked over only when xenstore changed or the loop timed out."""
     from ..ports.tap import TapGone
 
     taps: dict[str, Tap] = {}
     spaces: dict[str, Netns] = {}
-    info: dict[str, Any] = {}
     tap_stats: dict[str, Any] = {}
+    view = platform.memory.view
 
     def ensure_tap(vif: Vif) -> Tap | None:
         tap = taps.get(vif.name)
@@ -215,12 +265,20 @@ def serve_netback(
 
     def from_tap(vif: Vif, tap: Tap) -> None:
         try:
-            while vif.connected:
-                skb = tap.read_skb(vif.memory)
-                if skb is None:
-                    break
-                _record(pcap, skb)
-                vif.send_to_guest(skb)
+            rx = vif.rx
+            if rx is None:
+                return
+            if pcap is None and rx.room():
+                for _ in range(8):
+                    if not tap.read_into(rx, budget=64):
+                        break
+            else:
+                while vif.connected:
+                    skb = tap.read_skb(vif.memory)
+                    if skb is None:
+                        break
+                    _record(pcap, skb)
+                    vif.send_to_guest(skb)
             vif.kick_rx()
         except TapGone as exc:
             drop_tap(vif.name)
@@ -231,28 +289,65 @@ def serve_netback(
         if vif is None:
             return
         tap = ensure_tap(vif)
-        for skb in vif.on_event(port):
-            _record(pcap, skb)
-            try:
-                if tap is not None and not tap.closed:
+
+        def to_tap(batch: TxBatch) -> None:
+            if tap is None or tap.closed:
+                vif.stats.tx_errors["no_tap"] += batch.vec.delivered + len(batch.skbs)
+                for skb in batch.skbs:
+                    skb.release()
+                return
+            tap.write_vec(batch.vec, view)
+            for skb in batch.skbs:  # data=map: the guest's pages
+                try:
                     tap.write_skb(skb)
-            finally:
-                skb.release()
+                finally:
+                    skb.release()
+
+        if pcap is None:
+            vif.on_event(port, to_tap)
+        else:
+            for skb in vif.on_event(port):
+                _record(pcap, skb)
+                try:
+                    if tap is not None and not tap.closed:
+                        tap.write_skb(skb)
+                finally:
+                    skb.release()
         vif.flush_tx_responses()
 
-    loop = DomainLoop(platform, xs, back.on_watch, on_event)
+    def idle() -> bool:
+        found = False
+        for vif in back.vifs.values():
+            tx, rx = vif.tx, vif.rx
+            if tx is not None and tx.ring.unconsumed_requests():
+                on_event(vif.tx_port)
+                found = True
+            elif rx is not None and rx.queued and rx.ring.unconsumed_requests():
+                vif.kick_rx()
+                found = True
+        return found
+
+    def look_over() -> None:
+        live = {vif.name for vif in back.vifs.values() if vif.connected}
+        for name in [n for n in taps if n not in live]:
+            drop_tap(name)  # the guest went away: a new one gets a fresh TAP
+        for vif in back.vifs.values():
+            if vif.connected:
+                ensure_tap(vif)
+                vif.kick_rx()  # the XSA-392 stall clock runs here too
+                vif.flush_tx_responses()
+
+    def on_watch(path: str, token: str) -> None:
+        back.on_watch(path, token)
+        look_over()
+
+    loop = DomainLoop(platform, xs, on_watch, on_event, idle=idle, poll_us=poll_us)
     try:
         back.start()
         while not should_stop():
-            loop.run_once(0.2)
-            live = {vif.name for vif in back.vifs.values() if vif.connected}
-            for name in [n for n in taps if n not in live]:
-                drop_tap(name)  # the guest went away: a new one gets a fresh TAP
-            for vif in back.vifs.values():
-                ensure_tap(vif)
-                vif.kick_rx()
-                vif.flush_tx_responses()
-                info[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
+            if not loop.run_once(0.2):
+                look_over()
+        info = {v.name: {"state": v.dev.state.name, "stats": v.stats.as_dict()} for v in back.vifs.values()}
         back.stop()
         for name in list(taps):
             tap_stats[name] = asdict(taps[name].stats)
@@ -261,6 +356,8 @@ def serve_netback(
             "vifs": info,
             "taps": tap_stats,
             "accounting": asdict(platform.accounting()),
+            "busy_hits": loop.busy_hits,
+            "pcap_unsegmented": pcap.unsegmented if pcap is not None else 0,
         }
     finally:
         loop.close()

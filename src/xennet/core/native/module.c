@@ -586,6 +586,46 @@ static PyObject *py_vec_release(PyObject *self, PyObject *args)
     return rc < 0 ? fail(&err) : PyLong_FromLong(rc);
 }
 
+static PyObject *py_vec_fill_frame(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer mem, pool, frame, vp, vpc;
+    Py_ssize_t flags, gso_size, gso_type, cs, co, idx, base, cap;
+    if (!PyArg_ParseTuple(args, "w*w*y*nnnnnw*w*nnn", &mem, &pool, &frame, &flags, &gso_size, &gso_type, &cs, &co, &vp,
+                          &vpc, &idx, &base, &cap))
+        return NULL;
+    uint32_t v[8];
+    long res[2];
+    struct xn_err err;
+    int rc = -2;
+    if (!u32(flags, &v[0]) && !u32(gso_size, &v[1]) && !u32(gso_type, &v[2]) && !u32(cs, &v[3]) && !u32(co, &v[4]) &&
+        !u32(idx, &v[5]) && !u32(base, &v[6]) && !u32(cap, &v[7]))
+        rc = xn_vec_fill_frame(B(&mem), B(&pool), B(&frame), v[0], v[1], v[2], v[3], v[4], B(&vp), B(&vpc), v[5], v[6],
+                               v[7], res, &err);
+    REL(&mem, &pool, &frame, &vp, &vpc);
+    if (rc == -2)
+        return NULL;
+    return rc ? fail(&err) : tuple_of(res, 2);
+}
+
+static PyObject *py_vec_gather(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer mem, vp, vpc, out;
+    Py_ssize_t j;
+    if (!PyArg_ParseTuple(args, "y*y*y*nw*", &mem, &vp, &vpc, &j, &out))
+        return NULL;
+    uint32_t a;
+    struct xn_err err;
+    long rc = -2;
+    if (!u32(j, &a))
+        rc = xn_vec_gather(B(&mem), B(&vp), B(&vpc), a, B(&out), &err);
+    REL(&mem, &vp, &vpc, &out);
+    if (rc == -2)
+        return NULL;
+    return rc < 0 ? fail(&err) : PyLong_FromLong(rc);
+}
+
 static PyObject *py_vec_compact(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -669,7 +709,9 @@ static PyMethodDef methods[] = {
     {"ring_copy_out", py_ring_copy_out, METH_VARARGS, NULL},
     {"segment_domids", py_segment_domids, METH_VARARGS, NULL},
     {"vec_compact", py_vec_compact, METH_VARARGS, NULL},
+    {"vec_fill_frame", py_vec_fill_frame, METH_VARARGS, NULL},
     {"vec_fill_frames", py_vec_fill_frames, METH_VARARGS, NULL},
+    {"vec_gather", py_vec_gather, METH_VARARGS, NULL},
     {"vec_release", py_vec_release, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -231,3 +231,77 @@ long xn_vec_compact(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t s
     }
     return (long)(npieces - first);
 }
+
+int xn_vec_fill_frame(struct xn_buf mem, struct xn_buf pool, struct xn_buf frame, uint32_t flags, uint32_t gso_size,
+                      uint32_t gso_type, uint32_t csum_start, uint32_t csum_offset, struct xn_buf vec_pkts,
+                      struct xn_buf vec_pieces, uint32_t pkt_index, uint32_t piece_base, uint32_t piece_cap,
+                      long res[2], struct xn_err *err)
+{
+    size_t length = frame.len;
+    if (length < 1 || length > 0xFFFF)
+        return xn_fail(err, "vec_fill_frame: a frame of %zu bytes", length);
+    if (vec_pkts.len < ((uint64_t)pkt_index + 1) * sizeof(struct xn_pkt) ||
+        vec_pieces.len < (size_t)piece_cap * sizeof(struct xn_piece))
+        return xn_fail(err, "vec_fill_frame: buffers too small");
+    struct xn_poolv pv;
+    if (xn_pool_open(&pv, pool, err))
+        return -1;
+    uint32_t need = (uint32_t)((length + XN_PAGE_SIZE - 1) / XN_PAGE_SIZE);
+    if (pv.count < need || (uint64_t)piece_base + need > piece_cap) {
+        res[0] = 0;
+        res[1] = piece_base;
+        return 0;
+    }
+    uint32_t npiece = piece_base;
+    size_t done = 0;
+    int rc = 0;
+    while (done < length) {
+        uint32_t f;
+        xn_pool_pop(&pv, &f);
+        if (((uint64_t)f + 1) * XN_PAGE_SIZE > mem.len) {
+            rc = xn_fail(err, "vec_fill_frame: frame %u outside memory", f);
+            break;
+        }
+        uint32_t n = (uint32_t)(length - done < XN_PAGE_SIZE ? length - done : XN_PAGE_SIZE);
+        memcpy(mem.p + (size_t)f * XN_PAGE_SIZE, frame.p + done, n);
+        struct xn_piece pc = {f, 0, (uint16_t)n, XN_NONE32, XN_DOMID_SELF, XN_PIECE_POOL};
+        XN_PUT(vec_pieces.p, npiece, pc);
+        npiece++;
+        done += n;
+    }
+    xn_pool_close(&pv);
+    if (rc)
+        return rc;
+    struct xn_pkt v = {piece_base, (uint16_t)(npiece - piece_base), (uint16_t)flags, (uint32_t)length, XN_NONE32,
+                       (uint16_t)gso_size, (uint8_t)gso_type, 0, (uint16_t)csum_start, (uint16_t)csum_offset};
+    XN_PUT(vec_pkts.p, pkt_index, v);
+    res[0] = 1;
+    res[1] = npiece;
+    return 0;
+}
+
+long xn_vec_gather(struct xn_buf mem, struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t j, struct xn_buf out,
+                   struct xn_err *err)
+{
+    if (vec_pkts.len < ((uint64_t)j + 1) * sizeof(struct xn_pkt))
+        return xn_fail(err, "vec_gather: buffers too small");
+    struct xn_pkt p;
+    XN_GET(p, vec_pkts.p, j);
+    if (((uint64_t)p.piece0 + p.npieces) * sizeof(struct xn_piece) > vec_pieces.len)
+        return xn_fail(err, "vec_gather: pieces past the vector");
+    size_t pos = 0;
+    for (uint32_t k = p.piece0; k < (uint32_t)p.piece0 + p.npieces; k++) {
+        struct xn_piece pc;
+        XN_GET(pc, vec_pieces.p, k);
+        if ((pc.flags & XN_PIECE_RUN) || pc.domid != XN_DOMID_SELF)
+            continue;
+        uint64_t base = (uint64_t)pc.frame * XN_PAGE_SIZE + pc.offset;
+        if (base + pc.len > mem.len)
+            return xn_fail(err, "vec_gather: frame %u outside memory", pc.frame);
+        if (pos + pc.len > out.len)
+            return xn_fail(err, "vec_gather: out too small");
+        memcpy(out.p + pos, mem.p + base, pc.len);
+        pos += pc.len;
+    }
+    return (long)pos;
+}

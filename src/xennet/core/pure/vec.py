@@ -234,3 +234,80 @@ def vec_compact(vec_pkts: WBuffer, vec_pieces: WBuffer, start: int, npkts: int, 
         rec[0] = rec[0] - first if rec[0] >= first else 0
         PKT.pack_into(vp, i * r.PKT.size, *rec)
     return npieces - first
+
+
+def vec_fill_frame(
+    mem: WBuffer,
+    pool: WBuffer,
+    frame: Buffer,
+    flags: int,
+    gso_size: int,
+    gso_type: int,
+    csum_start: int,
+    csum_offset: int,
+    vec_pkts: WBuffer,
+    vec_pieces: WBuffer,
+    pkt_index: int,
+    piece_base: int,
+    piece_cap: int,
+) -> tuple[int, int]:
+    """One frame into pool frames as packet ``pkt_index`` with its offload state (a port
+    that read it into a buffer of its own).  Returns (1, pieces end), or (0, piece_base)
+    when the pool or the pieces cannot hold it."""
+    m = memoryview(mem).cast("B")
+    src = memoryview(frame).cast("B")
+    vp = memoryview(vec_pkts).cast("B")
+    vpc = memoryview(vec_pieces).cast("B")
+    p = PoolView(pool)
+    length = len(src)
+    if not 1 <= length <= 0xFFFF:
+        raise ValueError(f"vec_fill_frame: a frame of {length} bytes")
+    if len(vp) < (pkt_index + 1) * r.PKT.size or len(vpc) < piece_cap * r.PIECE.size:
+        raise ValueError("vec_fill_frame: buffers too small")
+    need = -(-length // r.PAGE_SIZE)
+    if p.count < need or piece_base + need > piece_cap:
+        return 0, piece_base
+    npiece = piece_base
+    done = 0
+    while done < length:
+        f = p.pop()
+        assert f is not None
+        if (f + 1) * r.PAGE_SIZE > len(m):
+            raise ValueError(f"vec_fill_frame: frame {f} outside memory")
+        n = min(length - done, r.PAGE_SIZE)
+        m[f * r.PAGE_SIZE : f * r.PAGE_SIZE + n] = src[done : done + n]
+        PIECE.pack_into(vpc, npiece * r.PIECE.size, f, 0, n, r.NONE32, DOMID_SELF, r.PIECE_POOL)
+        npiece += 1
+        done += n
+    PKT.pack_into(
+        vp, pkt_index * r.PKT.size, piece_base, npiece - piece_base, flags, length, r.NONE32,
+        gso_size, gso_type, 0, csum_start, csum_offset,
+    )  # fmt: skip
+    return 1, npiece
+
+
+def vec_gather(mem: Buffer, vec_pkts: Buffer, vec_pieces: Buffer, j: int, out: WBuffer) -> int:
+    """Copy packet ``j``'s local data pieces into ``out``, in order (a port that writes a
+    packet as one buffer).  Returns its length."""
+    m = memoryview(mem).cast("B")
+    vp = memoryview(vec_pkts).cast("B")
+    vpc = memoryview(vec_pieces).cast("B")
+    o = memoryview(out).cast("B")
+    if len(vp) < (j + 1) * r.PKT.size:
+        raise ValueError("vec_gather: buffers too small")
+    piece0, npieces = PKT.unpack_from(vp, j * r.PKT.size)[:2]
+    if (piece0 + npieces) * r.PIECE.size > len(vpc):
+        raise ValueError("vec_gather: pieces past the vector")
+    pos = 0
+    for k in range(piece0, piece0 + npieces):
+        frame, off, plen, _ref, domid, flags = PIECE.unpack_from(vpc, k * r.PIECE.size)
+        if flags & r.PIECE_RUN or domid != DOMID_SELF:
+            continue
+        base = frame * r.PAGE_SIZE + off
+        if base + plen > len(m):
+            raise ValueError(f"vec_gather: frame {frame} outside memory")
+        if pos + plen > len(o):
+            raise ValueError("vec_gather: out too small")
+        o[pos : pos + plen] = m[base : base + plen]
+        pos += plen
+    return pos

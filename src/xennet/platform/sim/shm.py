@@ -110,7 +110,9 @@ class DomainFile:
         self.mem = self.buf[lay.mem_off : lay.file_size]
         self.pending = self.buf[lay.pending_off : lay.pending_off + lay.nr_ports]
         self.masked = self.buf[lay.masked_off : lay.masked_off + lay.nr_ports]
-        self.grant_table = self.buf[lay.grant_off : lay.grant_off + GRANT_ENTRY_V1.size * lay.nr_grant_entries]
+        self.grant_table = self.buf[
+            lay.grant_off : lay.grant_off + GRANT_ENTRY_V1.size * lay.nr_grant_entries
+        ]
         self.grant_off = lay.grant_off
         self.active_off = lay.active_off
         self.evtchn_off = lay.evtchn_off

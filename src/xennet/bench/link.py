@@ -1,0 +1,78 @@
+"""Real Linux traffic: iperf3 TCP and ping through ``xennet link``, beside a veth pair and the
+naive relay (``bench/relay.py``), all measured in the same run, each path the same way:
+ping first (idle RTT), then iperf3 one way, then the other."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from ..world.link import Link, LinkConfig
+from ..world.linkcheck import PathFigures, VethPair, measure
+from .figures import Figure
+from .relay import RelayLink
+
+
+@dataclass
+class LinkFigures:
+    xennet_tx: Figure  # guest -> host
+    xennet_rx: Figure  # host -> guest
+    veth: Figure
+    relay_tx: Figure
+    relay_rx: Figure
+    xennet_rtt: Figure
+    xennet_rtt_busy: Figure  # with poll_us
+    veth_rtt: Figure
+    relay_rtt: Figure
+    errors: list[str]
+
+
+def _take(fig: Figure, rtt: Figure | None, f: PathFigures, errors: list[str], what: str) -> None:
+    if f.error:
+        errors.append(f"{what}: {f.error}")
+    if f.gbit_s is not None:
+        fig.add(f.gbit_s)
+    if rtt is not None and f.rtt_ms is not None:
+        rtt.add(f.rtt_ms)
+
+
+def link_figures(
+    runs: int, seconds: int, cfg: LinkConfig | None = None, busy_poll_us: int = 50, progress: object = None
+) -> LinkFigures:
+    cfg = cfg or LinkConfig()
+    figs = LinkFigures(
+        Figure("xennet guest->host", "Gbit/s"),
+        Figure("xennet host->guest", "Gbit/s"),
+        Figure("veth", "Gbit/s"),
+        Figure("relay a->b", "Gbit/s"),
+        Figure("relay b->a", "Gbit/s"),
+        Figure("xennet RTT", "ms"),
+        Figure(f"xennet RTT, poll_us={busy_poll_us}", "ms"),
+        Figure("veth RTT", "ms"),
+        Figure("relay RTT", "ms"),
+        [],
+    )
+    n = os.getpid() % 200 + 20
+    for i in range(runs):
+        veth = VethPair(216, n + i)
+        try:
+            _take(figs.veth, figs.veth_rtt, measure(veth.a.name, veth.b.name, veth.ip_b, seconds), figs.errors, "veth")
+        finally:
+            veth.close()
+        with RelayLink(217, n + i) as rl:
+            _take(figs.relay_tx, figs.relay_rtt, measure(rl.a.name, rl.b.name, rl.ip_b, seconds), figs.errors, "relay")
+            _take(figs.relay_rx, None, measure(rl.a.name, rl.b.name, rl.ip_b, seconds, reverse=True), figs.errors, "relay")
+        with Link(cfg) as lk:
+            a = lk.addr
+            f = measure(a.guest_ns, a.host_ns, a.host_ip, seconds)
+            _take(figs.xennet_tx, figs.xennet_rtt, f, figs.errors, "xennet")
+            f = measure(a.guest_ns, a.host_ns, a.host_ip, seconds, reverse=True)
+            _take(figs.xennet_rx, None, f, figs.errors, "xennet")
+        if busy_poll_us:
+            with Link(replace(cfg, poll_us=busy_poll_us)) as lk:
+                a = lk.addr
+                f = measure(a.guest_ns, a.host_ns, a.host_ip, seconds, iperf=False)
+                _take(Figure("", ""), figs.xennet_rtt_busy, f, figs.errors, "xennet busy poll")
+        if callable(progress):
+            progress(i + 1)
+    return figs
