@@ -57,5 +57,7 @@ def both(name: str, *args: Any) -> tuple[str, Any, list[Any]]:
     for i, (x, y) in enumerate(zip(bp, bn, strict=True)):
         if x != y:
             diff = next(k for k in range(len(x)) if x[k] != y[k])
-            raise AssertionError(f"{name}: buffer argument {i} differs from byte {diff}: twin {x[diff:diff+16].hex()} compiled {y[diff:diff+16].hex()}")
+            raise AssertionError(
+                f"{name}: buffer argument {i} differs from byte {diff}: twin {x[diff : diff + 16].hex()} compiled {y[diff : diff + 16].hex()}"
+            )
     return r_pure[0], r_pure[1], a_pure

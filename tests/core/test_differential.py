@@ -43,7 +43,13 @@ def tx_entry(draw: st.DrawFn) -> bytes:
         gsize = draw(st.sampled_from([0, 1, 1448, 0xFFFF]))
         gtype = draw(st.sampled_from([0, 1, 2, 3]))
         return struct.pack("<BBHBBH", etype, eflags, gsize, gtype, 0, 0) + bytes(4)
-    return TX_REQ.pack(draw(st.integers(0, 0xFFFFFFFF)), draw(offsets), draw(tx_flags), draw(st.integers(0, 300)), draw(sizes))
+    return TX_REQ.pack(
+        draw(st.integers(0, 0xFFFFFFFF)),
+        draw(offsets),
+        draw(tx_flags),
+        draw(st.integers(0, 300)),
+        draw(sizes),
+    )
 
 
 @st.composite
@@ -55,14 +61,32 @@ def tx_packet(draw: st.DrawFn) -> list[bytes]:
     total = (sum(sizes) + own + draw(st.sampled_from([0, 0, 0, -1, 1]))) & 0xFFFF
     extras = []
     if draw(st.booleans()):
-        extras.append(struct.pack("<BBHBBH", 1, 0, draw(st.sampled_from([1448, 1, 0])), draw(st.sampled_from([1, 2, 1, 3])), 0, 0) + bytes(4))
+        extras.append(
+            struct.pack(
+                "<BBHBBH",
+                1,
+                0,
+                draw(st.sampled_from([1448, 1, 0])),
+                draw(st.sampled_from([1, 2, 1, 3])),
+                0,
+                0,
+            )
+            + bytes(4)
+        )
         if draw(st.integers(0, 4)) == 0:
             extras[-1] = bytes([1, 1]) + extras[-1][2:]
-            extras.append(struct.pack("<BB6s", draw(st.sampled_from([2, 3, 4])), 0, b"\x01\x00\x5e\x00\x00\x01") + bytes(4))
+            extras.append(
+                struct.pack("<BB6s", draw(st.sampled_from([2, 3, 4])), 0, b"\x01\x00\x5e\x00\x00\x01")
+                + bytes(4)
+            )
     csum = draw(st.sampled_from([0, 1, 2, 3]))
     f0 = csum | (netif.NETTXF_more_data if nslots > 1 else 0) | (netif.NETTXF_extra_info if extras else 0)
     valid = st.sampled_from([0] * 12 + [1, 100])
-    out = [TX_REQ.pack(draw(st.integers(0, 2000)), min(draw(valid), 4096 - own), f0, draw(st.integers(0, 255)), total)]
+    out = [
+        TX_REQ.pack(
+            draw(st.integers(0, 2000)), min(draw(valid), 4096 - own), f0, draw(st.integers(0, 255)), total
+        )
+    ]
     out += extras
     for k, size in enumerate(sizes):
         more = netif.NETTXF_more_data if k < len(sizes) - 1 else 0
@@ -173,14 +197,18 @@ def segment(draw: st.DrawFn, base: int) -> bytes:
                 )
             )
         else:
-            sides.append(struct.pack("<Q", base + draw(st.sampled_from([-1, 0, 5, 4096, 4095, 8 * 4096, 1 << 40]))))
+            sides.append(
+                struct.pack("<Q", base + draw(st.sampled_from([-1, 0, 5, 4096, 4095, 8 * 4096, 1 << 40])))
+            )
     length = draw(st.sampled_from([0, 1, 100, 4095, 4096, 4097, 65535]))
     return sides[0] + sides[1] + struct.pack("<HHh", length, flags, 77)
 
 
 @settings(max_examples=400)
 @given(data=st.data(), gt1=st.lists(entry, max_size=64), gt2=st.lists(entry, max_size=64))
-def test_grant_copy(data: st.DataObject, gt1: list[tuple[int, int, int]], gt2: list[tuple[int, int, int]]) -> None:
+def test_grant_copy(
+    data: st.DataObject, gt1: list[tuple[int, int, int]], gt2: list[tuple[int, int, int]]
+) -> None:
     base = 0x7F0000000000
     segs = bytearray(b"".join(data.draw(st.lists(segment(base), max_size=12))))
     own = bytearray(bytes(range(256)) * (8 * 4096 // 256))
@@ -211,7 +239,9 @@ def rx_packets(draw: st.DrawFn, cons: int, mask: int, room: int) -> list[bytes]:
         for k in range(nslots):
             status = draw(st.sampled_from([4096, 1, 100, 256, 257, 0, -1]))
             off = 0 if status >= 4096 else draw(st.sampled_from([0, 0, 4096 - max(status, 0), 4095]))
-            flags = (netif.NETRXF_more_data if k < nslots - 1 else 0) | (netif.NETRXF_extra_info if k == 0 and gso else 0)
+            flags = (netif.NETRXF_more_data if k < nslots - 1 else 0) | (
+                netif.NETRXF_extra_info if k == 0 and gso else 0
+            )
             flags |= draw(st.sampled_from([0, 1, 2, 3])) if k == 0 else 0
             pkt.append(("rsp", off, flags, status))
             if k == 0 and gso:
@@ -229,9 +259,19 @@ def rx_packets(draw: st.DrawFn, cons: int, mask: int, room: int) -> list[bytes]:
 def rx_rsp(draw: st.DrawFn, idx: int) -> bytes:
     if draw(st.integers(0, 5)) == 0:
         etype = draw(st.sampled_from([0, 1, 2, 5, 9]))
-        return struct.pack("<BBHBBH", etype, draw(st.sampled_from([0, 1])), draw(st.sampled_from([0, 1448])), draw(st.sampled_from([0, 1, 2, 3])), 0, 0)
+        return struct.pack(
+            "<BBHBBH",
+            etype,
+            draw(st.sampled_from([0, 1])),
+            draw(st.sampled_from([0, 1448])),
+            draw(st.sampled_from([0, 1, 2, 3])),
+            0,
+            0,
+        )
     rid = idx if draw(st.integers(0, 9)) else draw(st.integers(0, 0xFFFF))
-    flags = draw(st.sampled_from([0, netif.NETRXF_more_data, netif.NETRXF_extra_info, 0xFF]) | st.integers(0, 0xFFFF))
+    flags = draw(
+        st.sampled_from([0, netif.NETRXF_more_data, netif.NETRXF_extra_info, 0xFF]) | st.integers(0, 0xFFFF)
+    )
     status = draw(st.sampled_from([-2, -1, 0, 1, 100, 256, 257, 4000, 4096, 4097, 32767]))
     return RX_RSP.pack(rid, draw(st.sampled_from([0, 1, 96, 4095])), flags, status)
 
@@ -243,7 +283,9 @@ def test_netfront_rx_assemble_and_build(data: st.DataObject, cons: int, gso: boo
     mask = nr - 1
     if data.draw(st.booleans()):
         raw = bytearray(b"".join(data.draw(rx_packets(cons, mask, nr))))
-        for at, value in data.draw(st.lists(st.tuples(st.integers(0, max(len(raw) - 1, 0)), st.integers(0, 255)), max_size=2)):
+        for at, value in data.draw(
+            st.lists(st.tuples(st.integers(0, max(len(raw) - 1, 0)), st.integers(0, 255)), max_size=2)
+        ):
             if raw:
                 raw[at] = value
         rsps = bytes(raw)
@@ -283,7 +325,9 @@ def vec_of_packets(draw: st.DrawFn, pool: FramePool, own_grant: bool) -> PacketV
             off = draw(st.sampled_from([0, 10, 4000]))
             length = draw(st.sampled_from([1, 60, 96, 4096 - off]))
             frame = draw(st.integers(0, 63))
-            flags = draw(st.sampled_from([r.PIECE_POOL, r.PIECE_OWN_GRANT, r.PIECE_POOL | r.PIECE_OWN_GRANT, 0]))
+            flags = draw(
+                st.sampled_from([r.PIECE_POOL, r.PIECE_OWN_GRANT, r.PIECE_POOL | r.PIECE_OWN_GRANT, 0])
+            )
             ref = draw(st.sampled_from([r.NONE32, 100 + frame])) if flags & r.PIECE_POOL else 100 + frame
             pieces.append(Piece(frame, off, length, ref, DOMID_SELF, flags))
         if not vec.room(len(pieces)):
@@ -344,7 +388,9 @@ def test_netfront_tx_post_and_complete(data: st.DataObject, free_ring: int, gran
     seg_cap=st.sampled_from([1, 8, 256]),
     rsp_cap=st.sampled_from([1, 8, 256]),
 )
-def test_netback_rx_plan_and_respond(data: st.DataObject, packing: int, nreqs: int, seg_cap: int, rsp_cap: int) -> None:
+def test_netback_rx_plan_and_respond(
+    data: st.DataObject, packing: int, nreqs: int, seg_cap: int, rsp_cap: int
+) -> None:
     vec = PacketVec(32, 512)
     for _ in range(data.draw(st.integers(0, 12))):
         pieces = []
@@ -353,11 +399,27 @@ def test_netback_rx_plan_and_respond(data: st.DataObject, packing: int, nreqs: i
             length = data.draw(st.sampled_from([0, 1, 14, 100, 3000, 4096 - off]))
             foreign = data.draw(st.integers(0, 4)) == 0
             flags = data.draw(st.sampled_from([0, r.PIECE_POOL, r.PIECE_RUN]))
-            pieces.append(Piece(data.draw(st.integers(0, 40)), off, length, r.NONE32, 3 if foreign else DOMID_SELF, flags))
-        vec.append(pieces, flags=data.draw(st.sampled_from([0, 1, 2])), gso_size=data.draw(st.sampled_from([0, 1448])), gso_type=1)
+            pieces.append(
+                Piece(
+                    data.draw(st.integers(0, 40)), off, length, r.NONE32, 3 if foreign else DOMID_SELF, flags
+                )
+            )
+        vec.append(
+            pieces,
+            flags=data.draw(st.sampled_from([0, 1, 2])),
+            gso_size=data.draw(st.sampled_from([0, 1448])),
+            gso_type=1,
+        )
     reqs = b"".join(struct.pack("<HHI", i, 0, 500 + i) for i in range(nreqs))
     for j in range(vec.npkts):
-        both("netback_rx_estimate", vec.pieces, vec.packet(j).piece0, vec.packet(j).npieces, packing, j % 2 == 0)
+        both(
+            "netback_rx_estimate",
+            vec.pieces,
+            vec.packet(j).piece0,
+            vec.packet(j).npieces,
+            packing,
+            j % 2 == 0,
+        )
     kind, res, args = both(
         "netback_rx_plan", vec.pkts, vec.pieces, 0, vec.npkts, reqs, nreqs, packing, 18, 1, 0x10000,
         bytearray(24 * seg_cap), seg_cap, bytearray(16 * max(vec.npkts, 1)), bytearray(8 * rsp_cap), rsp_cap,
@@ -380,7 +442,11 @@ def _frame(proto: int, ipv6: bool, vlan: bool) -> bytes:
         ip = struct.pack("!IHBB", 6 << 28, 40, proto, 64) + bytes(32)
     else:
         ip = struct.pack("!BBHHHBBH", 0x45, 0, 60, 0, 0, 64, proto, 0) + bytes(8)
-    l4 = struct.pack("!HHIIBBHHH", 1, 2, 0, 0, 0x50, 0, 0, 0, 0) if proto == 6 else struct.pack("!HHHH", 1, 2, 28, 0)
+    l4 = (
+        struct.pack("!HHIIBBHHH", 1, 2, 0, 0, 0x50, 0, 0, 0, 0)
+        if proto == 6
+        else struct.pack("!HHHH", 1, 2, 28, 0)
+    )
     return eth + ip + l4 + bytes(20)
 
 
@@ -393,7 +459,9 @@ def _frame(proto: int, ipv6: bool, vlan: bool) -> bytes:
     flips=st.lists(st.tuples(st.integers(0, 90), st.integers(0, 255)), max_size=3),
     split=st.integers(1, 80),
 )
-def test_csum_setup(proto: int, ipv6: bool, vlan: bool, cut: int, flips: list[tuple[int, int]], split: int) -> None:
+def test_csum_setup(
+    proto: int, ipv6: bool, vlan: bool, cut: int, flips: list[tuple[int, int]], split: int
+) -> None:
     frame = bytearray(_frame(proto, ipv6, vlan))
     for at, value in flips:
         if at < len(frame):
@@ -411,7 +479,11 @@ def test_csum_setup(proto: int, ipv6: bool, vlan: bool, cut: int, flips: list[tu
 
 
 @settings(max_examples=200)
-@given(ops=st.lists(st.tuples(st.sampled_from(["take", "give", "add", "drain", "pairs"]), st.integers(0, 40)), max_size=30))
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["take", "give", "add", "drain", "pairs"]), st.integers(0, 40)), max_size=30
+    )
+)
 def test_pool_sequences(ops: list[tuple[str, int]]) -> None:
     pool = bytearray(r.pool_bytes(32, 40))
     POOL_HEADER.pack_into(pool, 0, 0, 32, 40, 1)
@@ -424,25 +496,43 @@ def test_pool_sequences(ops: list[tuple[str, int]]) -> None:
         elif op == "give":
             kind, _res, args = both("pool_give", pool, struct.pack("<II", x, x + 1), 2)
         elif op == "add":
-            kind, _res, args = both("pool_add", pool, struct.pack("<II", x, x + 3), struct.pack("<II", 9, 10), 2)
+            kind, _res, args = both(
+                "pool_add", pool, struct.pack("<II", x, x + 3), struct.pack("<II", 9, 10), 2
+            )
         else:
             kind, _res, args = both("pool_drain", pool, out)
         pool = args[0]
 
 
 @settings(max_examples=200)
-@given(lens=st.lists(st.sampled_from([0, 1, 60, 4096, 4097, 9000, 65535, 65536]), max_size=8), nfree=st.integers(0, 40))
+@given(
+    lens=st.lists(st.sampled_from([0, 1, 60, 4096, 4097, 9000, 65535, 65536]), max_size=8),
+    nfree=st.integers(0, 40),
+)
 def test_vec_fill_frames_and_release(lens: list[int], nfree: int) -> None:
     frames = bytes(range(256)) * (sum(lens) // 256 + 1)
     mem = bytearray(48 * 4096)
     pool = _pool(48, list(range(nfree)))
     vp, vpc = bytearray(8 * r.PKT.size), bytearray(40 * r.PIECE.size)
     kind, res, args = both(
-        "vec_fill_frames", mem, pool.buf, frames, struct.pack(f"<{len(lens)}I", *lens), len(lens), 1, vp, vpc, 0, 0, 40
+        "vec_fill_frames",
+        mem,
+        pool.buf,
+        frames,
+        struct.pack(f"<{len(lens)}I", *lens),
+        len(lens),
+        1,
+        1448,
+        1,
+        vp,
+        vpc,
+        0,
+        0,
+        40,
     )
     if kind != "ok":
         return
-    both("vec_release", args[6], args[7], 0, res[0], args[1], None, bytearray(4 * 8))
+    both("vec_release", args[8], args[9], 0, res[0], args[1], None, bytearray(4 * 8))
 
 
 def test_ring_moves_wrap() -> None:
@@ -463,5 +553,7 @@ def test_vec_compact_and_give_pairs(data: st.DataObject) -> None:
     both("vec_compact", vec.pkts, vec.pieces, start, vec.npkts, vec.npieces)
     pool = _pool(16, list(range(8)), granted=True, refs=list(range(100, 108)))
     pool.take(8)
-    pairs = b"".join(struct.pack("<II", 0, data.draw(st.integers(0, 17))) for _ in range(data.draw(st.integers(0, 5))))
+    pairs = b"".join(
+        struct.pack("<II", 0, data.draw(st.integers(0, 17))) for _ in range(data.draw(st.integers(0, 5)))
+    )
     both("pool_give_pairs", pool.buf, pairs, len(pairs) // 8)

@@ -4,7 +4,6 @@ its grants, map/unmap, grant copy through real addresses, event channels, accoun
 from __future__ import annotations
 
 import ctypes
-import errno
 import select
 from collections.abc import Iterator
 
@@ -25,13 +24,14 @@ from xennet.platform.xen.device import XenDeviceError
 from xennet.platform.xen.gntalloc import XenGrantTable
 
 FRONT, BACK = 5, 0
+ARENA = 48  # the fake gntalloc's limit is 64 pages
 
 
 @pytest.fixture
 def front() -> Iterator[tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn]]:
     """A frontend (domid 5) whose memory is granted to the backend (domid 0)."""
     ga, gd, ev = FakeGntalloc(), FakeGntdev(), FakeEvtchn()
-    p = XenPlatform.from_devices(FRONT, gd, ev, ga, peer_domid=BACK)
+    p = XenPlatform.from_devices(FRONT, gd, ev, ga, peer_domid=BACK, arena_frames=ARENA)
     try:
         yield p, ga, gd, ev
     finally:
@@ -58,67 +58,69 @@ def test_is_a_platform(front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeE
 # --- memory -----------------------------------------------------------------------------
 
 
-def test_alloc_is_one_gntalloc_allocation_per_page(
+def test_the_arena_is_one_gntalloc_allocation(
     front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn],
 ) -> None:
     p, ga, _gd, _ev = front
-    page = p.memory.alloc(2)
-    assert page.nr_frames == 4 and len(page.view) == 4 * PAGE_SIZE
-    assert bytes(page.view) == bytes(4 * PAGE_SIZE)
     (index, (domid, flags, grefs)), *_ = ga.allocs.items()
-    assert (domid, flags, len(grefs)) == (BACK, 1, 4)  # granted writable to the peer
-    assert ga.mmaps == [(index, 4)]
-    # the frames of a compound page are consecutive numbers, and views of the same memory
+    assert (domid, flags, len(grefs)) == (BACK, 1, ARENA)  # every page granted writable to the peer
+    assert ga.mmaps == [(index, ARENA)]
+    page = p.memory.alloc(2)
+    assert page.nr_frames == 4 and len(page.view) == 4 * PAGE_SIZE and page.frame > 0
+    assert bytes(page.view) == bytes(4 * PAGE_SIZE)
+    assert len(ga.allocs) == 1  # an alloc is no ioctl: it comes from the arena
+    # frame f is at base + f * 4096: what the kernels and gntdev's grant copy address
     page.view[PAGE_SIZE + 3] = 0xAB
     assert p.memory.frame_view(page.frame + 1)[3] == 0xAB
-    maybe = [p.xen_memory.frame_address(page.frame + i) for i in range(4)]
-    addrs = [a for a in maybe if a is not None]
-    assert len(addrs) == 4 and all(a % PAGE_SIZE == 0 for a in addrs)
-    assert addrs == [addrs[0] + i * PAGE_SIZE for i in range(4)]
-    assert ctypes.string_at(addrs[1] + 3, 1) == b"\xab"
+    assert p.memory.view[(page.frame + 1) * PAGE_SIZE + 3] == 0xAB
+    addrs = [p.xen_memory.frame_address(page.frame + i) for i in range(4)]
+    assert addrs == [p.memory.base_address + (page.frame + i) * PAGE_SIZE for i in range(4)]
+    assert ctypes.string_at(p.memory.base_address + (page.frame + 1) * PAGE_SIZE + 3, 1) == b"\xab"
     assert p.accounting().pages == 4
     p.memory.free(page)
-    assert ga.deallocs == [(index, 4)] and not ga.allocs
-    assert p.accounting().pages == 0
-    with pytest.raises(ValueError):
-        page.view[0]  # use after free fails
+    assert not ga.deallocs and p.accounting().pages == 0
     with pytest.raises(PlatformError):
         p.memory.frame_view(page.frame)
     with pytest.raises(PlatformError):
         p.memory.free(page)
 
 
-def test_frames_are_not_reused(front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn]) -> None:
+def test_frames_are_reused_lowest_first(
+    front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn],
+) -> None:
     p = front[0]
     a = p.memory.alloc()
     p.memory.free(a)
     b = p.memory.alloc()
-    assert b.frame != a.frame and a.frame > 0
+    assert b.frame == a.frame and a.frame > 0  # frame 0 is never handed out
     p.memory.free(b)
 
 
-def test_free_with_a_slice_alive_still_deallocates(
-    front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn],
-) -> None:
+def test_close_gives_the_arena_back(front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn]) -> None:
     p, ga, _gd, _ev = front
-    page = p.memory.alloc()
-    held = page.view[10:20]
-    p.memory.free(page)
-    assert p.xen_memory.deferred_unmaps == 1 and len(ga.deallocs) == 1
-    held[0] = 1  # still mapped until the slice goes: no crash
-    del held
+    (index, _entry), *_ = ga.allocs.items()
+    p.memory.alloc()
+    p.close()
+    assert ga.deallocs == [(index, ARENA)] and not ga.allocs
 
 
-def test_out_of_grantable_memory(front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn]) -> None:
-    p, ga, _gd, _ev = front
-    ga.limit = 3
-    p.memory.alloc(1)
-    with pytest.raises(XenDeviceError, match="parameters/limit") as e:
-        p.memory.alloc(1)
-    assert e.value.errno == errno.ENOSPC
-    assert p.accounting().pages == 2
+def test_out_of_memory(front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn]) -> None:
+    p = front[0]
+    pages = [p.memory.alloc(4) for _ in range(ARENA // 16 - 1)]  # frame 0 holds back the first block
+    with pytest.raises(PlatformError, match="out of memory"):
+        p.memory.alloc(4)
+    assert p.accounting().pages == 16 * len(pages)
     with pytest.raises(PlatformError, match="order 5"):
         p.memory.alloc(5)
+
+
+def test_the_arena_halves_to_fit_gntalloc() -> None:
+    ga = FakeGntalloc(limit=1500)
+    m = XenMemory(ga, BACK, arena_frames=4096)  # 4096 and 2048 do not fit; 1024 does
+    assert m.arena_frames == 1024 and len(m.view) == 1024 * PAGE_SIZE
+    m.close()
+    with pytest.raises(PlatformError, match="parameters/limit"):
+        XenMemory(FakeGntalloc(limit=100), BACK, arena_frames=4096)
 
 
 def test_backend_memory_is_anonymous(back: tuple[XenPlatform, FakeGntdev, FakeEvtchn]) -> None:
@@ -134,13 +136,13 @@ def test_backend_memory_is_anonymous(back: tuple[XenPlatform, FakeGntdev, FakeEv
 # --- grants -----------------------------------------------------------------------------
 
 
-def test_grants_are_the_pool_grefs(front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn]) -> None:
+def test_grants_are_the_arena_grefs(front: tuple[XenPlatform, FakeGntalloc, FakeGntdev, FakeEvtchn]) -> None:
     p, ga, _gd, _ev = front
     page = p.memory.alloc(1)
     (_domid, _flags, grefs) = next(iter(ga.allocs.values()))
     r0 = p.grants.grant_access(BACK, page.frame, readonly=False)
     r1 = p.grants.grant_access(BACK, page.frame + 1, readonly=False)
-    assert (r0, r1) == grefs
+    assert (r0, r1) == grefs[page.frame : page.frame + 2]  # frame f's ref is the arena's f-th
     again = p.grants.grant_access(BACK, page.frame, readonly=False)  # same frame: same ref
     assert again == r0
     assert p.accounting().grants == 3

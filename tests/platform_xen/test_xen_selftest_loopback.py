@@ -30,6 +30,7 @@ from xennet.platform.xen.evtchn import Evtchn
 from xennet.platform.xen.gntalloc import Gntalloc
 from xennet.platform.xen.gntdev import Gntdev
 from xennet.platform.xen.platform import XenPlatform
+from xennet.platform.xen.selftest import SELFTEST_ARENA
 from xennet.platform.xen.xenbus import XenbusTransport
 from xennet.xenstore import daemon
 from xennet.xenstore.client import XenstoreClient
@@ -263,7 +264,9 @@ class LoopEvtchn(Evtchn):
 
 def loop_platform(domid: int) -> XenPlatform:
     mem = Memory()
-    return XenPlatform.from_devices(domid, LoopGntdev(mem), LoopEvtchn(), LoopGntalloc(mem), peer_domid=domid)
+    return XenPlatform.from_devices(
+        domid, LoopGntdev(mem), LoopEvtchn(), LoopGntalloc(mem), peer_domid=domid, arena_frames=SELFTEST_ARENA
+    )
 
 
 @pytest.fixture

@@ -56,12 +56,31 @@ def link_figures(
     for i in range(runs):
         veth = VethPair(216, n + i)
         try:
-            _take(figs.veth, figs.veth_rtt, measure(veth.a.name, veth.b.name, veth.ip_b, seconds), figs.errors, "veth")
+            _take(
+                figs.veth,
+                figs.veth_rtt,
+                measure(veth.a.name, veth.b.name, veth.ip_b, seconds),
+                figs.errors,
+                "veth",
+            )
         finally:
             veth.close()
         with RelayLink(217, n + i) as rl:
-            _take(figs.relay_tx, figs.relay_rtt, measure(rl.a.name, rl.b.name, rl.ip_b, seconds), figs.errors, "relay")
-            _take(figs.relay_rx, None, measure(rl.a.name, rl.b.name, rl.ip_b, seconds, reverse=True), figs.errors, "relay")
+            assert rl.a is not None and rl.b is not None
+            _take(
+                figs.relay_tx,
+                figs.relay_rtt,
+                measure(rl.a.name, rl.b.name, rl.ip_b, seconds),
+                figs.errors,
+                "relay",
+            )
+            _take(
+                figs.relay_rx,
+                None,
+                measure(rl.a.name, rl.b.name, rl.ip_b, seconds, reverse=True),
+                figs.errors,
+                "relay",
+            )
         with Link(cfg) as lk:
             a = lk.addr
             f = measure(a.guest_ns, a.host_ns, a.host_ip, seconds)

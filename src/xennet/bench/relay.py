@@ -12,7 +12,10 @@ import os
 import select
 import signal
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..ports.netns import Netns
 
 TUNSETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD = 0x400454CA, 0x400454D8, 0x400454D0
 IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
@@ -66,18 +69,21 @@ class RelayLink:
     def __init__(self, subnet: int, n: int, mtu: int = 1500) -> None:
         import multiprocessing as mp
 
-        from ..ports.netns import Netns, unique_name
+        from ..ports.netns import unique_name
 
         ctx = mp.get_context("spawn")
         self.name_a, self.name_b = unique_name("xnra"), unique_name("xnrb")
         recv, send = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=relay_process, args=(self.name_a, self.name_b, send), daemon=True)
         self.proc.start()
-        self.a = self.b = None
+        self.a: Netns | None = None
+        self.b: Netns | None = None
         try:
             if not recv.poll(30):
                 raise TimeoutError("the relay did not start")
             recv.recv()
+            from ..ports.netns import Netns
+
             root = Netns.current()
             self.a, self.b = Netns.create(prefix="xnra"), Netns.create(prefix="xnrb")
             self.ip_a, self.ip_b = f"10.{subnet}.{n}.1", f"10.{subnet}.{n}.2"

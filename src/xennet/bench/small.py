@@ -19,6 +19,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core import records as r
 from ..netback.backend import Netback
 from ..netback.interface import NetbackConfig
 from ..netback.tx import TxBatch
@@ -55,6 +56,26 @@ def frame_batch(n: int, size: int, dst: bytes, src: bytes) -> tuple[bytes, array
     return frames, array("I", [size] * n)
 
 
+def tcp_batch(n: int, size: int, dst: bytes, src: bytes) -> tuple[bytes, array[int]]:
+    """``n`` TCP/IPv4 frames of ``size`` bytes (a GSO packet's headers, then payload)."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size - 14, 0, 0x4000, 64, 6, 0, b"\x0a\0\0\x01", b"\x0a\0\0\x02")
+    body = bytes((i * 7) & 0xFF for i in range(size - 54))
+    frames = b"".join(
+        dst + src + b"\x08\x00" + ip + struct.pack("!HHIIBBHHH", 5001, 80, i * (size - 54), 0, 0x50, 0x10, 65535, 0, 0) + body
+        for i in range(n)
+    )
+    return frames, array("I", [size] * n)
+
+
+def frames_for(job: FlowJob, dst: bytes, src: bytes) -> tuple[bytes, array[int], dict[str, int]]:
+    """The batch a sender hands over, and how: GSO frames go as TCP with partial checksums."""
+    if job.gso_size:
+        frames, lens = tcp_batch(BATCH if job.size < 8192 else 16, job.size, dst, src)
+        return frames, lens, {"flags": r.PKT_CSUM_PARTIAL, "gso_size": job.gso_size, "gso_type": 1}
+    frames, lens = frame_batch(BATCH, job.size, dst, src)
+    return frames, lens, {}
+
+
 class Counter:
     """The receiver's count: frames, bytes, and when the first and the last came."""
 
@@ -81,7 +102,12 @@ class Counter:
         return (self.frames - 1) / (self.last - self.first)
 
     def as_dict(self) -> dict[str, float]:
-        return {"frames": self.frames, "bytes": self.bytes, "seconds": self.last - self.first, "pps": self.rate()}
+        return {
+            "frames": self.frames,
+            "bytes": self.bytes,
+            "seconds": self.last - self.first,
+            "pps": self.rate(),
+        }
 
 
 def guest_program(world_path: str, paths: VifPaths, job: FlowJob) -> dict[str, Any]:
@@ -115,10 +141,11 @@ def guest_program(world_path: str, paths: VifPaths, job: FlowJob) -> dict[str, A
                 loop.run_once(0.05)
             xs.write(f"{paths.frontend}/bench-ready", "1")
             if job.direction == "tx":
-                frames, lens = frame_batch(BATCH, job.size, BACKEND_MAC, GUEST_MAC)
+                frames, lens, how = frames_for(job, BACKEND_MAC, GUEST_MAC)
+                batch = len(lens)
                 t0 = time.perf_counter()
                 while sent < job.frames and time.monotonic() < deadline and front.connected:
-                    k = front.send_frames(frames, lens, min(BATCH, job.frames - sent))
+                    k = front.send_frames(frames, lens, min(batch, job.frames - sent), **how)
                     sent += k
                     front.flush()
                     loop.run_once(0 if k else 0.01)
@@ -171,7 +198,8 @@ def backend_program(world_path: str, paths: VifPaths, job: FlowJob) -> dict[str,
         deadline = time.monotonic() + job.deadline_s + 10
         queued = 0
         seen = ready = False
-        frames, lens = frame_batch(BATCH, job.size, GUEST_MAC, BACKEND_MAC)
+        frames, lens, how = frames_for(job, GUEST_MAC, BACKEND_MAC)
+        batch = len(lens)
         try:
             back.start()
             while time.monotonic() < deadline:
@@ -183,7 +211,7 @@ def backend_program(world_path: str, paths: VifPaths, job: FlowJob) -> dict[str,
                     seen = True
                     ready = ready or bool(xs.try_read(f"{paths.frontend}/bench-ready"))
                     if job.direction == "rx" and queued < job.frames and ready:
-                        queued += vif.send_frames(frames, lens, min(BATCH, job.frames - queued))
+                        queued += vif.send_frames(frames, lens, min(batch, job.frames - queued), **how)
                         vif.kick_rx()
                 if seen and all(v.dev.state == XenbusState.Closed for v in vifs):
                     break
@@ -220,7 +248,7 @@ def run_flow(job: FlowJob) -> dict[str, Any]:
             "guest": g,
             "backend": b,
             "pps": recv["pps"],
-            "gbit": recv["pps"] * job.size * 8 / 1e9,
+            "gbit": recv["bytes"] * 8 / 1e9 / recv["seconds"] if recv["seconds"] else 0.0,
             "received": recv["frames"],
             "accounting_after": ts.accounting(BACKEND, GUEST),
         }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
 from typing import TypeAlias
 
-Buffer: TypeAlias = bytes | bytearray | memoryview
-WBuffer: TypeAlias = bytearray | memoryview
+Buffer: TypeAlias = "bytes | bytearray | memoryview | array[int]"
+WBuffer: TypeAlias = "bytearray | memoryview | array[int]"

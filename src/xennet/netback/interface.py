@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..core.types import Buffer
 from ..packet.pool import PoolPages
 from ..packet.skb import PageSource, Skb, build_skb, linear_layout
 from ..platform.base import Mapping, PeerGone, Platform, PlatformError
@@ -38,7 +39,9 @@ class NetbackConfig:
         from .rxpolicy.packing import PACKING_POLICIES
 
         if self.rx_packing not in PACKING_POLICIES:
-            raise ValueError(f"rx packing {self.rx_packing!r}: choose one of {', '.join(sorted(PACKING_POLICIES))}")
+            raise ValueError(
+                f"rx packing {self.rx_packing!r}: choose one of {', '.join(sorted(PACKING_POLICIES))}"
+            )
         if self.rx_admission not in ADMISSION_POLICIES:
             known = ", ".join(sorted(ADMISSION_POLICIES))
             raise ValueError(f"rx admission {self.rx_admission!r}: choose one of {known}")
@@ -316,13 +319,15 @@ class Vif:
             return False
         return self.send_to_guest(build_skb(frame, linear_layout(len(frame)), self.memory))
 
-    def send_frames(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+    def send_frames(
+        self, frames: Buffer, lens: Buffer, n: int, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
+    ) -> int:
         """Queue ``n`` frames (back to back, u32 lengths) toward the guest: the fast path.
         Returns how many were taken; the rest did not fit now."""
         if self.rx is None:
             self.stats.rx_dropped["not_connected"] += n
             return n
-        return self.rx.enqueue_frames(frames, lens, n)
+        return self.rx.enqueue_frames(frames, lens, n, flags=flags, gso_size=gso_size, gso_type=gso_type)
 
     @property
     def memory(self) -> PageSource:

@@ -23,6 +23,7 @@ from ..abi import netif
 from ..abi.grant_table import GNTST_NAMES
 from ..core import kernels
 from ..core import records as r
+from ..core.types import Buffer
 from ..core.vec import PacketVec, Piece
 from ..packet.pool import PoolPages
 from ..packet.skb import Csum, Skb, build_skb, linear_layout, page_pieces
@@ -177,12 +178,14 @@ class RxQueue:
         skb.release()
         return False
 
-    def enqueue_frames(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+    def enqueue_frames(
+        self, frames: Buffer, lens: Buffer, n: int, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
+    ) -> int:
         """Queue ``n`` frames (back to back, u32 lengths), copied into our pool: the fast path
         of a port that has frames as bytes.  Returns how many were taken (queued, or dropped
         and counted); the rest did not fit and may be offered again."""
         lv = memoryview(lens).cast("B").cast("I")
-        if not self.carrier or self.admission.reserves or not self.sg:
+        if not self.carrier or self.admission.reserves or not self.sg or (gso_size and not self.gso):
             taken = pos = 0
             for i in range(n):
                 length = int(lv[i])
@@ -202,7 +205,7 @@ class RxQueue:
         pool = self.pages
         pool.ensure(room + total // PAGE_SIZE + 1)
         done, npieces = kernels.vec_fill_frames(
-            pool.view, pool.pool.buf, frames, lens, room, 0, self.q.pkts, self.q.pieces,
+            pool.view, pool.pool.buf, frames, lens, room, flags, gso_size, gso_type, self.q.pkts, self.q.pieces,
             self.q.npkts, self.q.npieces, self.q.max_pieces,
         )  # fmt: skip
         if self.q.npkts == self.head:

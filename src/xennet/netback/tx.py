@@ -60,7 +60,7 @@ class TxLimits:
 
 def _fatal_message(code: int, a: int, b: int) -> str:
     name = r.TX_FATAL_NAMES.get(code, str(code))
-    detail = {
+    details: dict[int, str] = {
         r.TxFatal.MISSING_EXTRA_INFO: "extra info announced but not produced",
         r.TxFatal.BAD_EXTRA_TYPE: f"invalid extra type {a} (or an endless extra info chain)",
         r.TxFatal.TOO_MANY_SLOTS: f"packet uses {a}+ slots",
@@ -68,8 +68,8 @@ def _fatal_message(code: int, a: int, b: int) -> str:
         r.TxFatal.SLOT_CROSSES_PAGE: f"slot offset {a} + size {b} crosses the page",
         r.TxFatal.GSO_SIZE_ZERO: "GSO size must not be zero",
         r.TxFatal.BAD_GSO_TYPE: f"bad GSO type {a}",
-    }.get(code, name)
-    return f"tx: {detail}"
+    }
+    return f"tx: {details.get(code, name)}"
 
 
 @dataclass

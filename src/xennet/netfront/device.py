@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..core.types import Buffer
 from ..core.vec import PacketVec
 from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import PageSource, Skb
@@ -146,13 +147,21 @@ class Netfront:
         pool = c.grants == "pool"
         peer = self.backend_domid if pool else None
         name = self.dev.nodename
-        tx_pages = PoolPages(self.platform, grant_to=peer, readonly=True, limit=c.pool_frames, name=f"{name} tx")
+        tx_pages = PoolPages(
+            self.platform, grant_to=peer, readonly=True, limit=c.pool_frames, name=f"{name} tx"
+        )
         rx_pages = PoolPages(self.platform, grant_to=peer, limit=c.pool_frames, name=f"{name} rx")
         heads = PoolPages(self.platform, limit=c.pool_frames, name=f"{name} rx heads")
         self._pools = [tx_pages, rx_pages, heads]
         self.pages = tx_pages
         self.tx = TxQueue(
-            self.platform, self.backend_domid, self.stats, features, policy_for(c.slot_policy), tx_pages, c.grants
+            self.platform,
+            self.backend_domid,
+            self.stats,
+            features,
+            policy_for(c.slot_policy),
+            tx_pages,
+            c.grants,
         )
         self.rx = RxQueue(
             self.platform,
@@ -336,13 +345,15 @@ class Netfront:
             return []
         return skbs
 
-    def send_frames(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+    def send_frames(
+        self, frames: Buffer, lens: Buffer, n: int, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
+    ) -> int:
         """Send ``n`` frames (back to back, u32 lengths) in one go: the fast path.  Returns how
         many were taken; call ``flush`` to publish them."""
         if self.tx is None or not self.connected:
             self.stats.tx_errors["not_connected"] += n
             return n
-        return self.tx.send_frames(frames, lens, n)
+        return self.tx.send_frames(frames, lens, n, flags=flags, gso_size=gso_size, gso_type=gso_type)
 
     def _notify(self, port: int) -> None:
         try:

@@ -36,13 +36,14 @@ PIECE_CAP = 1024
 
 
 def _fatal_message(code: int, detail: int) -> str:
-    return {
+    messages: dict[int, str] = {
         r.RxFatal.NO_BUFFER_POSTED: f"rx: response in slot {detail}, where no buffer was posted",
         r.RxFatal.ID_NOT_ISSUED: f"rx: response id {detail}: an id never issued in its slot",
         r.RxFatal.EXTRA_NOT_PRODUCED: "rx: extra info announced but never produced",
         r.RxFatal.ENDLESS_EXTRA: "rx: endless extra info chain",
         r.RxFatal.PAST_PRODUCED: "rx: packet continues past the responses produced",
-    }.get(code, f"rx: {r.RX_FATAL_NAMES.get(code, code)}")
+    }
+    return messages.get(code, f"rx: {r.RX_FATAL_NAMES.get(code, str(code))}")
 
 
 class RxQueue:

@@ -24,6 +24,7 @@ from typing import Literal
 from ..abi import netif
 from ..core import kernels
 from ..core import records as r
+from ..core.types import Buffer
 from ..core.vec import PacketVec, Piece, TxState
 from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import (
@@ -138,7 +139,9 @@ class TxQueue:
             return False
         return self.send(build_skb(bytes(frame), linear_layout(len(frame)), self.pages))
 
-    def send_frames(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+    def send_frames(
+        self, frames: Buffer, lens: Buffer, n: int, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
+    ) -> int:
         """Send ``n`` frames (back to back, u32 lengths): copied into pool pages in one go and
         posted as far as the ring allows.  Returns how many were taken (sent, queued, or
         dropped and counted); the rest wait for the queue to restart."""
@@ -165,7 +168,7 @@ class TxQueue:
         pool.ensure(room + total // PAGE_SIZE + 1)
         first_pkt, first_piece = self.vec.npkts, self.vec.npieces
         done, npieces = kernels.vec_fill_frames(
-            pool.view, pool.pool.buf, frames, lens, room, 0, self.vec.pkts, self.vec.pieces,
+            pool.view, pool.pool.buf, frames, lens, room, flags, gso_size, gso_type, self.vec.pkts, self.vec.pieces,
             self.vec.npkts, self.vec.npieces, self.vec.max_pieces,
         )  # fmt: skip
         self.vec.npkts += done
@@ -176,7 +179,7 @@ class TxQueue:
         self._drain()
         return int(done)
 
-    def send_frames_slow(self, frames: bytes | memoryview, lens: bytes | memoryview, n: int) -> int:
+    def send_frames_slow(self, frames: Buffer, lens: Buffer, n: int) -> int:
         lv = memoryview(lens).cast("B").cast("I")
         if n and self.send_frame(memoryview(frames)[: lv[0]]):
             return 1

@@ -118,7 +118,8 @@ def link_backend(world_path: str, addr: LinkAddresses, cfg: LinkConfig) -> dict[
     try:
         with open_domain(world_path, BACKEND) as (platform, xs):
             back = Netback(platform, xs, cfg.back)
-            res = serve_netback(platform, xs, back, lambda vif: spec, should_stop, pcap=pcap, poll_us=cfg.poll_us)
+            poll = cfg.poll_us
+            res = serve_netback(platform, xs, back, lambda vif: spec, should_stop, pcap=pcap, poll_us=poll)
             return {**res, "role": "backend"}
     finally:
         if pcap is not None:

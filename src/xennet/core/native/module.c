@@ -544,18 +544,18 @@ static PyObject *py_vec_fill_frames(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer mem, pool, frames, lens, vp, vpc;
-    Py_ssize_t nframes, flags, pkt_base, piece_base, piece_cap;
-    if (!PyArg_ParseTuple(args, "w*w*y*y*nnw*w*nnn", &mem, &pool, &frames, &lens, &nframes, &flags, &vp, &vpc,
-                          &pkt_base, &piece_base, &piece_cap))
+    Py_ssize_t nframes, flags, gso_size, gso_type, pkt_base, piece_base, piece_cap;
+    if (!PyArg_ParseTuple(args, "w*w*y*y*nnnnw*w*nnn", &mem, &pool, &frames, &lens, &nframes, &flags, &gso_size,
+                          &gso_type, &vp, &vpc, &pkt_base, &piece_base, &piece_cap))
         return NULL;
-    uint32_t v[5];
+    uint32_t v[7];
     long res[2];
     struct xn_err err;
     int rc = -2;
-    if (!u32(nframes, &v[0]) && !u32(flags, &v[1]) && !u32(pkt_base, &v[2]) && !u32(piece_base, &v[3]) &&
-        !u32(piece_cap, &v[4]))
-        rc = xn_vec_fill_frames(B(&mem), B(&pool), B(&frames), B(&lens), v[0], v[1], B(&vp), B(&vpc), v[2], v[3], v[4],
-                                res, &err);
+    if (!u32(nframes, &v[0]) && !u32(flags, &v[1]) && !u32(gso_size, &v[5]) && !u32(gso_type, &v[6]) &&
+        !u32(pkt_base, &v[2]) && !u32(piece_base, &v[3]) && !u32(piece_cap, &v[4]))
+        rc = xn_vec_fill_frames(B(&mem), B(&pool), B(&frames), B(&lens), v[0], v[1], v[5], v[6], B(&vp), B(&vpc), v[2],
+                                v[3], v[4], res, &err);
     REL(&mem, &pool, &frames, &lens, &vp, &vpc);
     if (rc == -2)
         return NULL;

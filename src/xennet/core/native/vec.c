@@ -3,7 +3,8 @@
 #include "xn_core.h"
 
 int xn_vec_fill_frames(struct xn_buf mem, struct xn_buf pool, struct xn_buf frames, struct xn_buf lens,
-                       uint32_t nframes, uint32_t flags, struct xn_buf vec_pkts, struct xn_buf vec_pieces,
+                       uint32_t nframes, uint32_t flags, uint32_t gso_size, uint32_t gso_type,
+                       struct xn_buf vec_pkts, struct xn_buf vec_pieces,
                        uint32_t pkt_base, uint32_t piece_base, uint32_t piece_cap, long res[2], struct xn_err *err)
 {
     if (lens.len < 4 * (size_t)nframes || vec_pkts.len < ((uint64_t)pkt_base + nframes) * sizeof(struct xn_pkt) ||
@@ -39,7 +40,8 @@ int xn_vec_fill_frames(struct xn_buf mem, struct xn_buf pool, struct xn_buf fram
             npiece++;
             done += n;
         }
-        struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), (uint16_t)flags, length, XN_NONE32, 0, 0, 0, 0, 0};
+        struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), (uint16_t)flags, length, XN_NONE32,
+                           (uint16_t)gso_size, (uint8_t)gso_type, 0, 0, 0};
         XN_PUT(vec_pkts.p, pkt_base + i, v);
         pos += length;
     }

@@ -342,7 +342,8 @@ int xn_netfront_rx_build(struct xn_buf rsps, struct xn_buf pkts, uint32_t start,
 
 /* vec.c */
 int xn_vec_fill_frames(struct xn_buf mem, struct xn_buf pool, struct xn_buf frames, struct xn_buf lens,
-                       uint32_t nframes, uint32_t flags, struct xn_buf vec_pkts, struct xn_buf vec_pieces,
+                       uint32_t nframes, uint32_t flags, uint32_t gso_size, uint32_t gso_type,
+                       struct xn_buf vec_pkts, struct xn_buf vec_pieces,
                        uint32_t pkt_base, uint32_t piece_base, uint32_t piece_cap, long res[2], struct xn_err *err);
 int xn_vec_fill_frame(struct xn_buf mem, struct xn_buf pool, struct xn_buf frame, uint32_t flags, uint32_t gso_size,
                       uint32_t gso_type, uint32_t csum_start, uint32_t csum_offset, struct xn_buf vec_pkts,

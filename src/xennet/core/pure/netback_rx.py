@@ -47,7 +47,7 @@ def _chunks(vpc: memoryview, piece0: int, npieces: int) -> list[tuple[int, int]]
     """(piece index, length) of the packet's data pieces (head runs are not data)."""
     if (piece0 + npieces) * r.PIECE.size > len(vpc):
         raise ValueError("netback_rx: pieces past the vector")
-    out = []
+    out: list[tuple[int, int]] = []
     for k in range(piece0, piece0 + npieces):
         _frame, _off, length, _ref, _domid, flags = PIECE.unpack_from(vpc, k * r.PIECE.size)
         if not flags & r.PIECE_RUN and length:

@@ -67,7 +67,7 @@ def netfront_rx_assemble(
     pos = npkts = 0
 
     def posted(p: int) -> bool:
-        return RX_SLOT.unpack_from(sl, ((cons + p) & mask) * r.RX_SLOT.size)[0] != r.NONE32
+        return bool(RX_SLOT.unpack_from(sl, ((cons + p) & mask) * r.RX_SLOT.size)[0] != r.NONE32)
 
     while pos < n and npkts < max_pkts:
         start = pos

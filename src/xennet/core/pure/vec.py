@@ -24,6 +24,8 @@ def vec_fill_frames(
     lens: Buffer,
     nframes: int,
     flags: int,
+    gso_size: int,
+    gso_type: int,
     vec_pkts: WBuffer,
     vec_pieces: WBuffer,
     pkt_base: int,
@@ -31,7 +33,7 @@ def vec_fill_frames(
     piece_cap: int,
 ) -> tuple[int, int]:
     """Copy ``nframes`` frames (back to back in ``frames``, u32 lengths in ``lens``) into
-    pool frames, one packet each (``flags``: PKT_*) from ``pkt_base``.  Stops before a
+    pool frames, one packet each (``flags``: PKT_*, and GSO as given) from ``pkt_base``.  Stops before a
     frame the pool or the pieces cannot hold.  Returns (frames done, pieces end)."""
     m = memoryview(mem).cast("B")
     src = memoryview(frames).cast("B")
@@ -67,8 +69,9 @@ def vec_fill_frames(
             npiece += 1
             done += n
         PKT.pack_into(
-            vp, (pkt_base + i) * r.PKT.size, piece0, npiece - piece0, flags, length, r.NONE32, 0, 0, 0, 0, 0
-        )
+            vp, (pkt_base + i) * r.PKT.size, piece0, npiece - piece0, flags, length, r.NONE32,
+            gso_size, gso_type, 0, 0, 0,
+        )  # fmt: skip
         pos += length
     return nframes, npiece
 
@@ -233,7 +236,7 @@ def vec_compact(vec_pkts: WBuffer, vec_pieces: WBuffer, start: int, npkts: int, 
         rec = list(PKT.unpack_from(vp, i * r.PKT.size))
         rec[0] = rec[0] - first if rec[0] >= first else 0
         PKT.pack_into(vp, i * r.PKT.size, *rec)
-    return npieces - first
+    return int(npieces - first)
 
 
 def vec_fill_frame(

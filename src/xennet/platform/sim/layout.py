@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ...abi.cstruct import CStruct, u8, u16, u32, u64
 from ...abi.grant_table import GRANT_ENTRY_V1
+from .. import buddy
 from ..base import MAX_ORDER, PAGE_SIZE
 
 MAGIC = 0x4D53_5445_4E4E_4558  # b"XENNETSM" little-endian
@@ -70,9 +71,8 @@ ECS_FREE = 0  # Xen's numbering (xen/include/xen/sched.h)
 ECS_UNBOUND = 2
 ECS_INTERDOMAIN = 3
 
-# Frame table: one byte per frame.
-FT_FREE = 0
-FT_TAIL = 0xFF  # head bytes are 1 + order
+# Frame table: one byte per frame (the buddy allocator's: free, 1 + order at a head, tail).
+FT_FREE, FT_TAIL = buddy.FT_FREE, buddy.FT_TAIL
 
 _ALIGN = 64
 

@@ -8,45 +8,42 @@ gntalloc grants each page *when it allocates it*, to one domain, writable or rea
 for the page's whole life.  The seam's ``grant_access(domid, frame, readonly)`` grants an
 existing frame later.  The least-bad honest mapping:
 
-* ``XenMemory`` is this process's pool of pages.  With a grant peer (``grant_domid``), every
-  ``alloc(order)`` is one ``IOCTL_GNTALLOC_ALLOC_GREF`` of ``1 << order`` pages granted
-  *writable* to that domain, mmapped at the returned index: a compound page is contiguous
-  in our address space, and each of its frames has its own grant ref.  Without a peer
-  (a backend never grants), pages are anonymous mmaps.  Either way a page has a stable
-  virtual address, which is what gntdev's grant copy needs for the local side.
-* Frame numbers are this process's own (``Page.frame`` and ``frame + i`` for the frames of
-  a compound page, never reused); they are not Xen gfns and mean nothing to another domain.
+* ``XenMemory`` is this process's memory: one *arena* of ``arena_frames`` pages mapped at
+  start, from which a buddy allocator (``platform/buddy.py``) hands out pages of any
+  order.  The arena is contiguous in our address space, so frame ``f`` is at
+  ``base_address + f * 4096`` and ``view`` holds them all: that is what the data-plane
+  kernels and gntdev's grant copy address.  With a grant peer (``grant_domid``) the arena
+  is one ``IOCTL_GNTALLOC_ALLOC_GREF`` of every page, granted *writable* to that domain,
+  so each frame has its own grant ref from the start; without a peer (a backend never
+  grants) it is an anonymous mapping.  Frame 0 is never handed out, so a zeroed field
+  never names a page.
 * ``grant_access(domid, frame, readonly)`` returns the ref gntalloc made for that frame and
   counts a logical grant; ``end_access`` drops the count.  Granting one frame twice returns
   the same ref twice (both must be ended).
 
 What gntalloc cannot express, and what this does about it:
 
-* **Granting to a domain other than the pool's**: refused with PlatformError.
-* **Read-only grants**: the pool's pages are granted writable, so ``readonly=True`` is
-  relaxed to a writable grant (counted in ``readonly_relaxed``) unless the table was made
-  with ``readonly="refuse"``, which raises PlatformError instead.
+* **Granting to a domain other than the arena's**: refused with PlatformError.
+* **Read-only grants**: the arena is granted writable, so ``readonly=True`` is relaxed to a
+  writable grant (counted in ``readonly_relaxed``) unless the table was made with
+  ``readonly="refuse"``, which raises PlatformError instead.
 * **Ending a grant**: nothing is revoked in Xen by ``end_access``; the peer keeps access to
-  every pool page until the page is freed (``IOCTL_GNTALLOC_DEALLOC_GREF``; the kernel
-  keeps the page out of reuse until the peer unmaps it).  The security boundary is the
-  pool, not the grant: a page recycled without ``free`` stays visible to the peer.
-  ``end_access`` therefore always succeeds (True) for a ref in use.
+  every arena page until the arena is given back at ``close``
+  (``IOCTL_GNTALLOC_DEALLOC_GREF``; the kernel keeps the pages out of reuse until the peer
+  unmaps them).  The security boundary is the arena, not the grant: it only ever holds
+  this process's data for that one peer.  ``end_access`` therefore always succeeds for a
+  ref in use.
 * **Whether the peer maps a grant** (``is_mapped``): userspace cannot see the grant table
   entry's reading/writing bits, so it raises PlatformError.
 * **Size**: gntalloc has a global page limit shared by every process of the domain (module
-  parameter ``limit``, /sys/module/xen_gntalloc/parameters/limit, default 1024 pages; one
-  ALLOC_GREF of more than the limit, or one that would take the total past it, fails with
-  ENOSPC, and ``alloc`` raises PlatformError).  Every page of the pool counts, granted or
-  not, while this process holds it (Linux 6.1 stops counting a freed page at once, even
-  while the peer still maps it: the grant and the page then wait in the kernel's deferred
-  list, not in gntalloc).  A netfront with full rings holds 2 ring pages + 256 rx buffers +
-  up to 256 tx slots = 514 pages before its page cache (up to 512 more) and the packets in
-  flight, so 1024 is not enough for one busy vif, let alone two: ``XenPlatform`` raises the
-  limit (``ensure_gntalloc_limit``) to ``WANTED_GNTALLOC_LIMIT`` when it is lower.
+  parameter ``limit``, /sys/module/xen_gntalloc/parameters/limit, default 1024 pages; an
+  ALLOC_GREF that would take the total past it fails with ENOSPC).  ``XenPlatform`` raises
+  the limit (``ensure_gntalloc_limit``) to ``WANTED_GNTALLOC_LIMIT`` when it is lower, and
+  an arena that still does not fit is halved until it does (down to ``MIN_ARENA_FRAMES``).
 
-Every allocation is one ioctl and one mmap of its own (``Gntalloc.mmap`` never spans two:
-the kernel's vma close walks an mmap's pages in allocation order), mapped without holding a
-descriptor per mapping (``device.mmap_device``).
+The arena is one ioctl and one mmap (``Gntalloc.mmap`` never spans two allocations: the
+kernel's vma close walks an mmap's pages in allocation order), mapped without holding a
+descriptor (``device.mmap_device``).
 """
 
 from __future__ import annotations
@@ -54,12 +51,12 @@ from __future__ import annotations
 import errno as _errno
 import mmap
 import os
-import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Sequence
 from typing import Literal
 
 from ..base import MAX_ORDER, PAGE_SIZE, Page, PlatformError
+from ..buddy import Buddy
 from . import uapi
 from .device import DEV_DIR, XenDeviceError, ioctl, mapping_address, mmap_device, open_device
 
@@ -179,148 +176,132 @@ class Gntalloc:
 
 buffer_address = mapping_address
 
-
-@dataclass(eq=False)
-class _Block:
-    """One allocation: ``1 << order`` frames, one mmap."""
-
-    frame: int
-    order: int
-    mm: mmap.mmap
-    view: memoryview
-    address: int
-    index: int | None = None  # gntalloc mmap index; None for anonymous memory
-    grefs: tuple[int, ...] | None = None
-    grant_domid: int | None = None
-    grant_counts: list[int] = field(default_factory=list)
-
-    @property
-    def nr_frames(self) -> int:
-        return 1 << self.order
+DEFAULT_ARENA_FRAMES = 6144  # 24 MiB: a busy netfront's pools, rings and heads
+BACKEND_ARENA_FRAMES = 32768  # 128 MiB of address space for a driver domain (touched pages count)
+MIN_ARENA_FRAMES = 1024
+_ZERO = bytes(PAGE_SIZE << MAX_ORDER)
 
 
 class XenMemory:
-    """The domain's memory as this process sees it: a pool of pages it allocated (see module doc)."""
+    """The domain's memory as this process sees it: one arena of pages (see the module doc)."""
 
-    def __init__(self, gntalloc: Gntalloc | None = None, grant_domid: int | None = None) -> None:
+    deferred_unmaps = 0  # 1 when the arena outlived ``close`` (a page view was still alive)
+
+    def __init__(
+        self,
+        gntalloc: Gntalloc | None = None,
+        grant_domid: int | None = None,
+        *,
+        arena_frames: int | None = None,
+    ) -> None:
         if (gntalloc is None) != (grant_domid is None):
             raise PlatformError("XenMemory: a gntalloc device and a grant domid go together")
         self.gntalloc = gntalloc
         self.grant_domid = grant_domid
-        self._blocks: dict[int, _Block] = {}  # first frame -> block
-        self._frames: dict[int, _Block] = {}  # every frame -> its block
-        self._by_gref: dict[int, tuple[_Block, int]] = {}
-        self._next_frame = 1  # frame 0 stays unused, so a zeroed field never names a page
-        self._lock = threading.Lock()
+        n = arena_frames or (DEFAULT_ARENA_FRAMES if gntalloc is not None else BACKEND_ARENA_FRAMES)
+        n -= n % (1 << MAX_ORDER)
+        self._index: int | None = None
+        self.grefs: tuple[int, ...] | None = None
+        if gntalloc is not None and grant_domid is not None:
+            while True:
+                try:
+                    self._index, self.grefs = gntalloc.alloc_gref(grant_domid, n, writable=True)
+                    break
+                except XenDeviceError as e:
+                    if e.errno != _errno.ENOSPC or n // 2 < MIN_ARENA_FRAMES:
+                        raise PlatformError(str(e)) from None
+                    n //= 2
+            try:
+                self._mm = gntalloc.mmap(self._index, n)
+            except BaseException:
+                gntalloc.dealloc_gref(self._index, n)
+                raise
+        else:
+            try:
+                self._mm = mmap.mmap(-1, n * PAGE_SIZE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            except OSError as e:
+                raise PlatformError(f"memory: cannot map {n} pages ({e.strerror})") from None
+        self.arena_frames = n
+        self.view = memoryview(self._mm)
+        self.base_address = buffer_address(self._mm)
+        self._table = bytearray(n)
+        self._table[0] = 1  # frame 0 is never handed out
+        self._buddy = Buddy(self._table, "xen memory")
+        self._by_gref = {ref: f for f, ref in enumerate(self.grefs)} if self.grefs else {}
+        self.grant_counts = array("I", bytes(4 * n))
         self.leaked_grants = 0  # logical grants still counted when their page was freed
-        self.deferred_unmaps = 0  # frees whose mmap stayed (views still exported), unmapped at GC
+        self.closed = False
 
     # -- Memory --------------------------------------------------------------------------
 
     def alloc(self, order: int = 0) -> Page:
-        if not 0 <= order <= MAX_ORDER:
-            raise PlatformError(f"alloc: order {order} outside 0..{MAX_ORDER}")
-        n = 1 << order
-        index: int | None = None
-        grefs: tuple[int, ...] | None = None
-        if self.gntalloc is not None and self.grant_domid is not None:
-            index, grefs = self.gntalloc.alloc_gref(self.grant_domid, n, writable=True)
-            try:
-                mm = self.gntalloc.mmap(index, n)
-            except BaseException:
-                self.gntalloc.dealloc_gref(index, n)
-                raise
-        else:
-            try:
-                mm = mmap.mmap(-1, n * PAGE_SIZE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            except OSError as e:
-                raise PlatformError(
-                    f"alloc: out of memory for an order-{order} page ({e.strerror})"
-                ) from None
-        view = memoryview(mm)
-        with self._lock:
-            frame = self._next_frame
-            self._next_frame += n
-            block = _Block(frame, order, mm, view, buffer_address(mm), index, grefs, self.grant_domid)
-            block.grant_counts = [0] * n
-            self._blocks[frame] = block
-            for i in range(n):
-                self._frames[frame + i] = block
-            for i, ref in enumerate(grefs or ()):
-                self._by_gref[ref] = (block, i)
+        if self.closed:
+            raise PlatformError("memory: closed")
+        frame = self._buddy.alloc(order)
+        size = PAGE_SIZE << order
+        view = self.view[frame * PAGE_SIZE : frame * PAGE_SIZE + size]
+        view[:] = _ZERO[:size]
         return Page(frame=frame, order=order, view=view)
 
     def free(self, page: Page) -> None:
-        with self._lock:
-            block = self._blocks.get(page.frame)
-            if block is None or block.order != page.order:
-                raise PlatformError(f"free: frame {page.frame} is not an allocated order-{page.order} page")
-            del self._blocks[block.frame]
-            for i in range(block.nr_frames):
-                del self._frames[block.frame + i]
-            for ref in block.grefs or ():
-                self._by_gref.pop(ref, None)
-            self.leaked_grants += sum(block.grant_counts)
-        self._release(block)
-
-    def _release(self, block: _Block) -> None:
-        try:
-            block.view.release()  # Page.view: use after free fails, as on the sim
-            block.mm.close()
-        except BufferError:
-            # someone still holds a slice: the mapping goes when the last one does
-            self.deferred_unmaps += 1
-        if self.gntalloc is not None and block.index is not None and self.gntalloc.fd >= 0:
-            self.gntalloc.dealloc_gref(block.index, block.nr_frames)
+        self._buddy.free(page.frame, page.order)
+        for f in range(page.frame, page.frame + (1 << page.order)):
+            if self.grant_counts[f]:
+                self.leaked_grants += self.grant_counts[f]
+                self.grant_counts[f] = 0
 
     def frame_view(self, frame: int) -> memoryview:
-        block = self._frames.get(frame)
-        if block is None:
+        if self.frame_address(frame) is None:
             raise PlatformError(f"frame {frame} is not allocated memory of this process")
-        i = frame - block.frame
-        return block.view[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]
+        return self.view[frame * PAGE_SIZE : (frame + 1) * PAGE_SIZE]
 
     # -- for the grant table and grant copy ----------------------------------------------
 
+    def allocated(self, frame: int) -> bool:
+        """Is ``frame`` part of an allocated page?  (Its table byte is a head or a tail.)"""
+        return 0 < frame < self.arena_frames and self._table[frame] != 0
+
     def frame_address(self, frame: int) -> int | None:
         """The virtual address of local ``frame``, None if it is not allocated."""
-        block = self._frames.get(frame)
-        if block is None:
-            return None
-        return block.address + (frame - block.frame) * PAGE_SIZE
+        return self.base_address + frame * PAGE_SIZE if self.allocated(frame) else None
 
-    def frame_grant(self, frame: int) -> tuple[_Block, int]:
-        block = self._frames.get(frame)
-        if block is None:
+    def frame_gref(self, frame: int) -> int:
+        if not self.allocated(frame):
             raise PlatformError(f"grant_access: frame {frame} is not allocated memory of this process")
-        return block, frame - block.frame
+        if self.grefs is None:
+            raise PlatformError(
+                f"grant_access: frame {frame} is not grantable: this platform has no grant peer "
+                "(XenPlatform(peer_domid=...) allocates its memory from gntalloc)"
+            )
+        return self.grefs[frame]
 
-    def gref_entry(self, ref: int) -> tuple[_Block, int] | None:
+    def gref_frame(self, ref: int) -> int | None:
         return self._by_gref.get(ref)
 
     @property
     def nr_frames(self) -> int:
-        return len(self._frames)
-
-    def blocks(self) -> Iterator[_Block]:
-        return iter(list(self._blocks.values()))
+        """Frames allocated (frame 0, never handed out, not counted)."""
+        return self._buddy.used() - 1
 
     def close(self) -> None:
-        """Unmap and give back every page still allocated (the kernel would on close anyway)."""
-        with self._lock:
-            blocks = list(self._blocks.values())
-            self._blocks.clear()
-            self._frames.clear()
-            self._by_gref.clear()
-        for block in blocks:
-            self._release(block)
+        """Unmap the arena and give it back (the kernel would on close anyway)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.view.release()
+        try:
+            self._mm.close()
+        except BufferError:
+            self.deferred_unmaps = 1
+        if self.gntalloc is not None and self._index is not None and self.gntalloc.fd >= 0:
+            self.gntalloc.dealloc_gref(self._index, self.arena_frames)
 
 
 ReadonlyPolicy = Literal["relax", "refuse"]
 
 
 class XenGrantTable:
-    """``GrantTable`` over the gntalloc pool: see the module docstring for what it can't do."""
+    """``GrantTable`` over the gntalloc arena: see the module docstring for what it can't do."""
 
     def __init__(self, memory: XenMemory, readonly: ReadonlyPolicy = "relax") -> None:
         if readonly not in ("relax", "refuse"):
@@ -330,34 +311,43 @@ class XenGrantTable:
         self.readonly_relaxed = 0
 
     def grant_access(self, domid: int, frame: int, readonly: bool) -> int:
-        block, i = self.memory.frame_grant(frame)
-        if block.grefs is None:
+        ref = self.memory.frame_gref(frame)
+        if domid != self.memory.grant_domid:
             raise PlatformError(
-                f"grant_access: frame {frame} is not grantable: this platform has no grant peer "
-                "(XenPlatform(peer_domid=...) allocates its memory from gntalloc)"
-            )
-        if domid != block.grant_domid:
-            raise PlatformError(
-                f"grant_access: frame {frame} was granted to domain {block.grant_domid} when gntalloc "
-                f"allocated it; gntalloc cannot grant it to domain {domid}"
+                f"grant_access: frame {frame} was granted to domain {self.memory.grant_domid} when "
+                f"gntalloc allocated it; gntalloc cannot grant it to domain {domid}"
             )
         if readonly:
             if self.readonly == "refuse":
                 raise PlatformError(
-                    f"grant_access: frame {frame}: gntalloc granted the pool writable; it cannot make "
-                    "a read-only grant of it"
+                    f"grant_access: frame {frame}: gntalloc granted the arena writable; it cannot "
+                    "make a read-only grant of it"
                 )
             self.readonly_relaxed += 1
-        block.grant_counts[i] += 1
-        return block.grefs[i]
+        self.memory.grant_counts[frame] += 1
+        return ref
+
+    def grant_many(self, domid: int, frames: Sequence[int], readonly: bool) -> list[int]:
+        refs: list[int] = []
+        try:
+            for frame in frames:
+                refs.append(self.grant_access(domid, frame, readonly))
+        except PlatformError:
+            self.end_many(refs)
+            raise
+        return refs
 
     def end_access(self, ref: int) -> bool:
-        entry = self.memory.gref_entry(ref)
-        if entry is None or entry[0].grant_counts[entry[1]] == 0:
+        frame = self.memory.gref_frame(ref)
+        if frame is None or self.memory.grant_counts[frame] == 0:
             raise PlatformError(f"end_access: grant ref {ref} is not in use")
-        block, i = entry
-        block.grant_counts[i] -= 1
+        self.memory.grant_counts[frame] -= 1
         return True
+
+    def end_many(self, refs: Sequence[int]) -> list[int]:
+        for ref in refs:
+            self.end_access(ref)
+        return []  # gntalloc revokes nothing: no ref is ever "still mapped" here
 
     def is_mapped(self, ref: int) -> bool:
         raise PlatformError(f"is_mapped: grant ref {ref}: gntalloc cannot tell whether the peer maps a grant")
@@ -365,16 +355,9 @@ class XenGrantTable:
     @property
     def nr_grants(self) -> int:
         """Logical grants outstanding (including those whose page was freed under them)."""
-        return sum(sum(b.grant_counts) for b in self.memory.blocks()) + self.memory.leaked_grants
+        return sum(self.memory.grant_counts) + self.memory.leaked_grants
 
 
 def grefs_of(pages: Sequence[Page], memory: XenMemory) -> list[int]:
     """The grant refs gntalloc made for every frame of ``pages`` (for diagnostics and tests)."""
-    out: list[int] = []
-    for page in pages:
-        for i in range(page.nr_frames):
-            block, j = memory.frame_grant(page.frame + i)
-            if block.grefs is None:
-                raise PlatformError(f"frame {page.frame + i} has no grant ref")
-            out.append(block.grefs[j])
-    return out
+    return [memory.frame_gref(page.frame + i) for page in pages for i in range(page.nr_frames)]

@@ -38,11 +38,13 @@ memmove for local to local), keeping the order of the batch.  Any other ioctl fa
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import struct
 from collections.abc import Callable, Sequence
 
+from ...abi.gntdev import GNTDEV_GRANT_COPY_SEGMENT
 from ...abi.grant_table import (
     DOMID_SELF,
     GNTST_NAMES,
@@ -66,10 +68,14 @@ _GRANT_REF = uapi.GNTDEV_GRANT_REF.codec()
 _UNMAP = uapi.GNTDEV_UNMAP_GRANT_REF.codec("index", "count")
 _NOTIFY = uapi.GNTDEV_UNMAP_NOTIFY.codec()
 _COPY = uapi.GNTDEV_GRANT_COPY.codec()
-_SEG = uapi.GNTDEV_GRANT_COPY_SEGMENT
+_SEG = GNTDEV_GRANT_COPY_SEGMENT
 SEGMENT_SIZE = _SEG.size
 _STATUS_OFF = _SEG.offsetof("status")
 _S16 = struct.Struct("<h")
+_TAIL = struct.Struct("<HHh")
+_LEN_OFF = _SEG.offsetof("len")
+_FOREIGN = struct.Struct("<IHH")
+_VIRT = struct.Struct("<Q")
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 
@@ -237,6 +243,18 @@ class Gntdev:
         self._ioctl(uapi.IOCTL_GNTDEV_GRANT_COPY, arg, f"gntdev: grant copy of {count} segments")
         return segment_statuses(array.raw, count)
 
+    def grant_copy_into(self, segs: bytearray, count: int) -> None:
+        """Run the first ``count`` segments of ``segs`` in place: the kernel writes each status
+        into its segment.  XenDeviceError (errno EINVAL) when gntdev refuses the batch."""
+        if count == 0:
+            return
+        array = (ctypes.c_char * len(segs)).from_buffer(segs)
+        try:
+            arg = bytearray(_COPY.pack(count, ctypes.addressof(array)))
+            self._ioctl(uapi.IOCTL_GNTDEV_GRANT_COPY, arg, f"gntdev: grant copy of {count} segments")
+        finally:
+            del array
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -378,6 +396,49 @@ class XenGrantMapper:
                 ctypes.memmove(dst, src, n)
         flush()
         return statuses
+
+    def copy_segments(self, segs: bytearray, count: int) -> int:
+        """Hand the segments to gntdev as they are -- the data plane builds only segments it
+        takes.  If gntdev refuses the batch (EINVAL: a grant side across its page, or a copy
+        local to local), settle those segments here as Xen would and run the rest."""
+        if len(segs) < count * SEGMENT_SIZE:
+            raise PlatformError(f"copy_segments: fewer than {count} segments")
+        try:
+            self.gntdev.grant_copy_into(segs, count)
+        except XenDeviceError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            self._copy_segments_carefully(segs, count)
+        return sum(1 for st in segment_statuses(bytes(segs[: count * SEGMENT_SIZE]), count) if st)
+
+    def _copy_segments_carefully(self, segs: bytearray, count: int) -> None:
+        run: list[int] = []  # segments for the kernel, in order
+        for i in range(count):
+            off = i * SEGMENT_SIZE
+            length, flags, _st = _TAIL.unpack_from(segs, off + _LEN_OFF)
+            sides: list[int | None] = []
+            st = GNTST_okay
+            for pos, bit in ((0, GNTCOPY_source_gref), (8, GNTCOPY_dest_gref)):
+                if flags & bit:
+                    ref, goff, domid = _FOREIGN.unpack_from(segs, off + pos)
+                    if goff + length > PAGE_SIZE:
+                        st = GNTST_bad_copy_arg
+                    sides.append(None)
+                else:
+                    sides.append(_VIRT.unpack_from(segs, off + pos)[0])
+            if st == GNTST_okay and sides[0] is not None and sides[1] is not None:
+                ctypes.memmove(sides[1], sides[0], length)  # local to local: no kernel
+            elif st == GNTST_okay:
+                run.append(i)
+                continue
+            _S16.pack_into(segs, off + _STATUS_OFF, st)
+        if run:
+            packed = bytearray(b"".join(segs[i * SEGMENT_SIZE : (i + 1) * SEGMENT_SIZE] for i in run))
+            self.gntdev.grant_copy_into(packed, len(run))
+            for k, i in enumerate(run):
+                segs[i * SEGMENT_SIZE : (i + 1) * SEGMENT_SIZE] = packed[
+                    k * SEGMENT_SIZE : (k + 1) * SEGMENT_SIZE
+                ]
 
     @property
     def nr_mapped(self) -> int:

@@ -92,6 +92,7 @@ class XenPlatform:
         readonly: ReadonlyPolicy = "relax",
         hv_type_path: str = SYS_HYPERVISOR_TYPE,
         gntalloc_limit: int | None = WANTED_GNTALLOC_LIMIT,
+        arena_frames: int | None = None,
     ) -> None:
         """``gntalloc_limit``: with a grant peer, raise gntalloc's global page limit to at
         least this (it is 1024 by default, too few for a busy netfront; see ``gntalloc``);
@@ -118,7 +119,7 @@ class XenPlatform:
                 if dev is not None:
                     dev.close()
             raise
-        self._wire(domid, peer_domid, gntdev, evtchn, gntalloc, readonly, dev_dir)
+        self._wire(domid, peer_domid, gntdev, evtchn, gntalloc, readonly, dev_dir, arena_frames)
 
     @classmethod
     def from_devices(
@@ -131,13 +132,14 @@ class XenPlatform:
         *,
         readonly: ReadonlyPolicy = "relax",
         dev_dir: str = DEV_DIR,
+        arena_frames: int | None = None,
     ) -> XenPlatform:
         """A platform over devices opened elsewhere (it closes them on ``close``)."""
         _check_domid("domid", domid)
         if peer_domid is not None:
             _check_domid("peer_domid", peer_domid)
         self = cls.__new__(cls)
-        self._wire(domid, peer_domid, gntdev, evtchn, gntalloc, readonly, dev_dir)
+        self._wire(domid, peer_domid, gntdev, evtchn, gntalloc, readonly, dev_dir, arena_frames)
         return self
 
     def _wire(
@@ -149,6 +151,7 @@ class XenPlatform:
         gntalloc: Gntalloc | None,
         readonly: ReadonlyPolicy,
         dev_dir: str,
+        arena_frames: int | None = None,
     ) -> None:
         self.domid = domid
         self.peer_domid = peer_domid
@@ -158,7 +161,9 @@ class XenPlatform:
         self._gntdev = gntdev
         self._evtchn_dev = evtchn
         self._gntalloc = gntalloc
-        self.xen_memory = XenMemory(gntalloc if peer_domid is not None else None, peer_domid)
+        self.xen_memory = XenMemory(
+            gntalloc if peer_domid is not None else None, peer_domid, arena_frames=arena_frames
+        )
         self.grant_table = XenGrantTable(self.xen_memory, readonly)
         self.grant_mapper = XenGrantMapper(gntdev, domid, self.xen_memory.frame_address)
         self.event_channels = XenEventChannels(evtchn)

@@ -45,6 +45,8 @@ BAD_REF = 0x0FFFFFF0  # beyond any grant table: Xen says GNTST_bad_gntref
 NETFRONT_MIN_GRANTS = 2 + 256 + 256  # ring pages + a full rx ring + a full tx ring
 
 
+SELFTEST_ARENA = 256  # pages: what the checks allocate, with room
+
 class CheckFailed(Exception):
     """A check saw something wrong (the message says what)."""
 
@@ -142,7 +144,9 @@ class Selftest:
         make_xenbus: Callable[[], XenbusTransport] | None = None,
     ) -> None:
         self.socket_path = socket_path
-        self.make_platform = make_platform or (lambda d: XenPlatform(domid=d, peer_domid=d))
+        self.make_platform = make_platform or (
+            lambda d: XenPlatform(domid=d, peer_domid=d, arena_frames=SELFTEST_ARENA)
+        )
         self.make_xenbus = make_xenbus or XenbusTransport
         self.forced_domid = domid
         self.domid: int | None = domid
