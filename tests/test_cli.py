@@ -24,7 +24,7 @@ def xennet(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
         ("demo", "--packets", "0"),
         ("demo", "--mac", "zz:zz"),
         ("xenstored",),
-        ("bench", "first-packet", "--runs", "-1"),
+        ("bench", "small", "--runs", "-1"),
     ],
 )
 def test_typos_get_usage_not_a_traceback(args: tuple[str, ...]) -> None:

@@ -58,10 +58,17 @@ def frame_batch(n: int, size: int, dst: bytes, src: bytes) -> tuple[bytes, array
 
 def tcp_batch(n: int, size: int, dst: bytes, src: bytes) -> tuple[bytes, array[int]]:
     """``n`` TCP/IPv4 frames of ``size`` bytes (a GSO packet's headers, then payload)."""
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size - 14, 0, 0x4000, 64, 6, 0, b"\x0a\0\0\x01", b"\x0a\0\0\x02")
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, size - 14, 0, 0x4000, 64, 6, 0, b"\x0a\0\0\x01", b"\x0a\0\0\x02"
+    )
     body = bytes((i * 7) & 0xFF for i in range(size - 54))
     frames = b"".join(
-        dst + src + b"\x08\x00" + ip + struct.pack("!HHIIBBHHH", 5001, 80, i * (size - 54), 0, 0x50, 0x10, 65535, 0, 0) + body
+        dst
+        + src
+        + b"\x08\x00"
+        + ip
+        + struct.pack("!HHIIBBHHH", 5001, 80, i * (size - 54), 0, 0x50, 0x10, 65535, 0, 0)
+        + body
         for i in range(n)
     )
     return frames, array("I", [size] * n)

@@ -16,13 +16,25 @@ from rich.table import Table
 console = Console() if sys.stdout.isatty() else Console(width=140)  # piped: keep tables readable
 
 
+def _version_message() -> str:
+    from .. import core
+
+    why = f" ({core.unavailable})" if core.unavailable else ""
+    return f"%(prog)s %(version)s, data-plane core: {core.CORE}{why}"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.version_option(package_name="xennet")
+@click.version_option(package_name="xennet", message=_version_message())
 def main(verbose: int) -> None:
     """The Xen paravirtual network split driver, netfront and netback, in Python."""
+    from .. import core
+
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    if core.CORE == "pure" and not os.environ.get("XENNET_PURE"):
+        # no silent fallback: said once, at every start, on stderr
+        click.echo(f"xennet: running the pure-Python core: {core.unavailable}", err=True)
 
 
 @main.command()
@@ -165,54 +177,9 @@ def demo(packets: int, seed: int, mac: str, as_json: bool, policies: bool) -> No
     sys.exit(0 if not problems else 1)
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks: medians over several runs."""
+from .bench import bench  # noqa: E402 - the command group registers below main
 
-
-@bench.command("first-packet")
-@click.option("--runs", default=5, show_default=True, type=click.IntRange(1, 100))
-@click.option("--packets", default=5000, show_default=True, type=click.IntRange(10, 10_000_000))
-@click.option("--json", "as_json", is_flag=True)
-def bench_first_packet(runs: int, packets: int, as_json: bool) -> None:
-    """Packets/s of the single-slot path across processes, median of RUNS, beside a socketpair."""
-    from ..world.bench import first_packet
-
-    try:
-        b = first_packet(runs, packets)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-    med = b.medians
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "runs": runs,
-                    "packets": packets,
-                    "tx_pps": b.tx_pps,
-                    "rx_pps": b.rx_pps,
-                    "socketpair_pps": b.peer_pps,
-                    **{f"{k}_median": v for k, v in med.items()},
-                },
-                indent=2,
-            )
-        )
-        return
-    table = Table(title=f"first-packet path, {packets} frames each way, {runs} runs")
-    table.add_column("path")
-    table.add_column("median pps", justify="right")
-    table.add_column("vs socketpair", justify="right")
-    table.add_column("runs")
-    peer = med["socketpair_pps"]
-    for label, key, runs_ in (
-        ("guest tx (netfront→netback)", "tx_pps", b.tx_pps),
-        ("guest rx (netback→netfront)", "rx_pps", b.rx_pps),
-        ("unix socketpair, 2 processes", "socketpair_pps", b.peer_pps),
-    ):
-        table.add_row(
-            label, f"{med[key]:,.0f}", f"{med[key] / peer:.2f}", " ".join(f"{x:,.0f}" for x in runs_)
-        )
-    console.print(table)
+main.add_command(bench)
 
 
 def _gso_option(text: str | None) -> tuple[int, int] | None:

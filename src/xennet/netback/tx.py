@@ -192,7 +192,7 @@ class TxQueue:
         start = nseg = npiece = 0
         lim = self.limits
         pool = self.pages
-        pool.ensure(2 * npkts + nreqs)
+        pool.ensure(npkts + 8)  # heads; staging frames are added as the build asks
         while start < npkts:
             end, nseg, npiece = kernels.netback_tx_build(
                 self._reqs, self._pkts, start, npkts - start, self.front_domid, lim.copy_len, self._map_frags,
