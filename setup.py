@@ -47,7 +47,9 @@ setup(
             sources=sorted(os.path.relpath(p, HERE) for p in glob(os.path.join(HERE, NATIVE, "*.c"))),
             include_dirs=[NATIVE],
             define_macros=[("Py_LIMITED_API", "0x030B0000")],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-strict-aliasing"],
+            extra_compile_args=[
+                "-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-strict-aliasing",
+            ],
             py_limited_api=True,
         )
     ],

@@ -159,3 +159,25 @@ def test_pcap_holds_the_ring_view_and_the_segments(tmp_path: Path) -> None:
         assert f.__class__(bytes(f))[TCP].chksum == declared
     r = subprocess.run(["tcpdump", "-nn", "-r", str(wire)], capture_output=True, text=True)
     assert r.returncode == 0 and "IP " in r.stdout
+
+
+def test_link_check_json_with_per_packet_grants_and_busy_poll() -> None:
+    """The CLI end to end: Linux-style per-packet grants and busy-poll carry iperf3 and ping, and
+    the JSON names every path with its spread, and nothing is held after teardown."""
+    before = netns_list()
+    r = subprocess.run(
+        [sys.executable, "-m", "xennet", "link", "--check", "--json", "--runs", "1", "--seconds", "1",
+         "grants=per-packet,poll_us=100"],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["poll_us"] == 100 and out["runs"] == 1
+    assert set(out["paths"]) == {"xennet guest->host", "xennet host->guest", "veth"}
+    for name, p in out["paths"].items():
+        assert not p["errors"], (name, p["errors"])
+        assert p["gbit"]["min"] <= p["gbit"]["median"] <= p["gbit"]["max"] and p["gbit"]["min"] > 0
+    assert out["paths"]["xennet guest->host"]["rtt_ms"]["median"] > 0
+    for domid, acct in out["held_after_teardown"].items():
+        assert not any(acct.values()), f"domain {domid} still holds {acct}"
+    assert netns_list() <= before

@@ -58,6 +58,7 @@ def both(name: str, *args: Any) -> tuple[str, Any, list[Any]]:
         if x != y:
             diff = next(k for k in range(len(x)) if x[k] != y[k])
             raise AssertionError(
-                f"{name}: buffer argument {i} differs from byte {diff}: twin {x[diff : diff + 16].hex()} compiled {y[diff : diff + 16].hex()}"
+                f"{name}: buffer argument {i} differs from byte {diff}: "
+                f"twin {x[diff : diff + 16].hex()} compiled {y[diff : diff + 16].hex()}"
             )
     return r_pure[0], r_pure[1], a_pure

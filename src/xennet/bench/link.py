@@ -37,7 +37,7 @@ def _take(fig: Figure, rtt: Figure | None, f: PathFigures, errors: list[str], wh
 
 
 def link_figures(
-    runs: int, seconds: int, cfg: LinkConfig | None = None, busy_poll_us: int = 50, progress: object = None
+    runs: int, seconds: float, cfg: LinkConfig | None = None, busy_poll_us: int = 50, progress: object = None
 ) -> LinkFigures:
     cfg = cfg or LinkConfig()
     figs = LinkFigures(

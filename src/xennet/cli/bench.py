@@ -138,7 +138,7 @@ def _plots(figures: dict[str, dict[str, Figure]], out: str, core_name: str) -> N
 @click.group("bench", invoke_without_command=True)
 @_options
 @click.pass_context
-def bench(ctx: click.Context, **opts: Any) -> None:
+def bench(ctx: click.Context, /, **opts: Any) -> None:
     """Benchmarks: each figure a median of RUNS, beside its peers measured in the same run.
     Without a subcommand: all of them."""
     if ctx.invoked_subcommand is None:

@@ -439,7 +439,9 @@ def report(count: int, seed: int, mss: int, max_slots: int, out: str) -> None:
     console.print("wrote " + ", ".join(str(f) for f in files))
 
 
-_VIF_KEYS = ("mac", "mtu", "queues", "policy", "packing", "admission", "data", "offloads")
+_VIF_KEYS = (
+    "mac", "mtu", "queues", "policy", "packing", "admission", "data", "offloads", "grants", "poll_us",
+)  # fmt: skip
 
 
 def _vif_options(specs: tuple[str, ...]) -> dict[str, str]:
@@ -462,6 +464,7 @@ class _Drivers:
     offloads: bool
     front: Any  # NetfrontConfig
     back: Any  # NetbackConfig
+    poll_us: int = 0
 
 
 def _vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], _Drivers]:
@@ -480,12 +483,16 @@ def _vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], _Drivers]:
         raise click.BadParameter(str(exc)) from None
     if queues != 1:
         raise click.BadParameter("queues: only queues=1 is built so far", param_hint="queues=")
+    poll = o.get("poll_us", "0")
+    if not poll.isdigit() or int(poll) > 1_000_000:
+        raise click.BadParameter(f"poll_us={poll}: microseconds, 0 to 1000000", param_hint="poll_us=")
     choices = {
         "policy": ("drop", "linearize", "segment", "relayout"),
         "packing": ("seed", "full"),
         "admission": ("estimate", "fit-or-wait"),
         "data": ("copy", "map"),
         "offloads": ("0", "1"),
+        "grants": ("pool", "per-packet"),
     }
     for key, allowed in choices.items():
         if key in o and o[key] not in allowed:
@@ -494,12 +501,16 @@ def _vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], _Drivers]:
         mac=o.get("mac", "00:16:3e:00:00:01").lower(),
         mtu=mtu,
         offloads=o.get("offloads", "1") == "1",
-        front=NetfrontConfig(slot_policy=o.get("policy", "linearize")),
+        front=NetfrontConfig(
+            slot_policy=o.get("policy", "linearize"),
+            grants=o.get("grants", "pool"),  # type: ignore[arg-type]
+        ),
         back=NetbackConfig(
             tx_limits=TxLimits(data="map" if o.get("data") == "map" else "copy"),
             rx_packing=o.get("packing", "full"),
             rx_admission=o.get("admission", "fit-or-wait"),
         ),
+        poll_us=int(poll),
     )
 
 
@@ -512,13 +523,21 @@ def _vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], _Drivers]:
 )
 @click.option("--pcap-guest", type=click.Path(dir_okay=False), help="Write what crosses the guest's end.")
 @click.option("--pcap-host", type=click.Path(dir_okay=False), help="Write what crosses the backend's end.")
+@click.option("--json", "as_json", is_flag=True, help="With --check: print the figures as JSON.")
 def link(
-    vif: tuple[str, ...], check: bool, runs: int, seconds: int, pcap_guest: str | None, pcap_host: str | None
+    vif: tuple[str, ...],
+    check: bool,
+    runs: int,
+    seconds: int,
+    pcap_guest: str | None,
+    pcap_host: str | None,
+    as_json: bool,
 ) -> None:
     """A paravirtual link between two network namespaces, with real Linux traffic.
 
     VIF options follow xl: mac=00:16:3e:xx:xx:xx mtu=1500 queues=1, plus policy=drop|linearize|
-    segment|relayout, packing=seed|full, admission=estimate|fit-or-wait, data=copy|map, offloads=1|0.
+    segment|relayout, packing=seed|full, admission=estimate|fit-or-wait, data=copy|map, offloads=1|0,
+    grants=pool|per-packet, poll_us=N (busy-poll each end this long before sleeping).
     """
     import statistics
     import time as _time
@@ -537,11 +556,16 @@ def link(
         back=drivers.back,
         pcap_guest=pcap_guest,
         pcap_host=pcap_host,
+        poll_us=drivers.poll_us,
     )
+    if as_json and not check:
+        raise click.BadParameter("--json goes with --check", param_hint="--json")
+    say = (lambda *a, **k: None) if as_json else console.print
+    payload: dict[str, Any] | None = None
     t0 = _time.monotonic()
     lk = Link(cfg)
     try:
-        console.print(
+        say(
             f"link up in {_time.monotonic() - t0:.1f} s: guest {lk.addr.guest_ns} "
             f"{lk.addr.guest_ip} <-> host {lk.addr.host_ns} {lk.addr.host_ip}"
         )
@@ -571,6 +595,9 @@ def link(
                     rows["veth"].append(measure(veth.a.name, veth.b.name, veth.ip_b, seconds))
             finally:
                 veth.close()
+            if as_json:
+                payload = _link_json(rows, runs, seconds, drivers.poll_us)
+                return
             t = Table(title=f"xennet link --check: medians of {runs} run(s), iperf3 {seconds} s")
             for col in ("path", "Gbit/s", "RTT ms", "vs veth (Gbit/s)", "errors"):
                 t.add_column(col)
@@ -591,7 +618,27 @@ def link(
     finally:
         res = lk.close()
         acct = res.get("accounting_after", {})
-        console.print(f"torn down; held after: {acct}")
+        say(f"torn down; held after: {acct}")
+        if payload is not None:
+            payload["held_after_teardown"] = acct
+            click.echo(json.dumps(payload, indent=2))
+
+
+def _link_json(rows: dict[str, list[Any]], runs: int, seconds: int, poll_us: int) -> dict[str, Any]:
+    """``link --check --json``: each path's median, min and max, and the runs' errors."""
+    import statistics
+
+    def spread(xs: list[float]) -> dict[str, float] | None:
+        return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)} if xs else None
+
+    out: dict[str, Any] = {"runs": runs, "seconds": seconds, "poll_us": poll_us, "paths": {}}
+    for name, figs in rows.items():
+        out["paths"][name] = {
+            "gbit": spread([f.gbit_s for f in figs if f.gbit_s is not None]),
+            "rtt_ms": spread([f.rtt_ms for f in figs if f.rtt_ms is not None]),
+            "errors": [f.error for f in figs if f.error],
+        }
+    return out
 
 
 # -- a real Xen host ---------------------------------------------------------------------------

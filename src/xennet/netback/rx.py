@@ -205,7 +205,8 @@ class RxQueue:
         pool = self.pages
         pool.ensure(room + total // PAGE_SIZE + 1)
         done, npieces = kernels.vec_fill_frames(
-            pool.view, pool.pool.buf, frames, lens, room, flags, gso_size, gso_type, self.q.pkts, self.q.pieces,
+            pool.view, pool.pool.buf, frames, lens, room, flags, gso_size, gso_type,
+            self.q.pkts, self.q.pieces,
             self.q.npkts, self.q.npieces, self.q.max_pieces,
         )  # fmt: skip
         if self.q.npkts == self.head:

@@ -168,7 +168,8 @@ class TxQueue:
         pool.ensure(room + total // PAGE_SIZE + 1)
         first_pkt, first_piece = self.vec.npkts, self.vec.npieces
         done, npieces = kernels.vec_fill_frames(
-            pool.view, pool.pool.buf, frames, lens, room, flags, gso_size, gso_type, self.vec.pkts, self.vec.pieces,
+            pool.view, pool.pool.buf, frames, lens, room, flags, gso_size, gso_type,
+            self.vec.pkts, self.vec.pieces,
             self.vec.npkts, self.vec.npieces, self.vec.max_pieces,
         )  # fmt: skip
         self.vec.npkts += done

@@ -47,6 +47,7 @@ NETFRONT_MIN_GRANTS = 2 + 256 + 256  # ring pages + a full rx ring + a full tx r
 
 SELFTEST_ARENA = 256  # pages: what the checks allocate, with room
 
+
 class CheckFailed(Exception):
     """A check saw something wrong (the message says what)."""
 
