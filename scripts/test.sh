@@ -1,12 +1,36 @@
 #!/usr/bin/env bash
-# The test command: install, lint, type-check, then the fast tests, then the multi-process ones.
+# The test command: install, lint, type-check, the fast tests on each core, the fuzzers, the
+# multi-process tests, then a quick bench.  A stage that runs no test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 echo "== ruff"; ruff check src tests
 echo "== mypy"; mypy
-run_pytest() {  # exit 5 means "no test selected": not a failure for one stage
-  python3 -m pytest -q "$@" || { rc=$?; [ "$rc" -eq 5 ] || exit "$rc"; }
+run_pytest() {  # pytest's exit 5 is "no test selected": for a stage of CI that is a failure too
+  python3 -m pytest -q -p no:cacheprovider "$@"
 }
-echo "== tests (fast)"; run_pytest -m "not slow and not xen" "$@"
-echo "== tests (multi-process)"; run_pytest -m "slow and not xen" "$@"
+seeds=build/fuzz/seeds
+rm -rf "$seeds"; mkdir -p "$seeds"
+echo "== tests (fast, compiled core)"
+XENNET_REQUIRE_NATIVE=1 run_pytest -m "not slow and not xen" "$@"
+echo "== tests (fast, pure-Python twin; recording the fuzzers' seed calls)"
+XENNET_PURE=1 XENNET_FUZZ_RECORD="$seeds" run_pytest -m "not slow and not xen" "$@"
+echo "== fuzz (compiled core under ASan+UBSan; twin against compiled core)"
+bash scripts/fuzz-core.sh -n "${XENNET_FUZZ_EXECS:-1000000}" -d "${XENNET_FUZZ_DIFF_EXECS:-50000}" -s "$seeds"
+echo "== tests (multi-process)"
+XENNET_REQUIRE_NATIVE=1 run_pytest -m "slow and not xen" "$@"
+echo "== bench (quick: a smoke test, no targets asserted)"
+XENNET_REQUIRE_NATIVE=1 xennet bench --quick --json build/bench-quick.json
+python3 -c "
+import json, sys
+r = json.load(open('build/bench-quick.json'))
+assert r['core'] == 'compiled', r['core']
+for group, keys in {'small': ['tx_pps', 'rx_pps', 'c_pps'], 'bulk': ['gbit', 'memcpy_gbit'],
+                    'link': ['xennet_tx_gbit', 'xennet_rx_gbit', 'veth_gbit', 'relay_gbit',
+                             'xennet_rtt_ms', 'veth_rtt_ms', 'relay_rtt_ms'],
+                    'scale': ['guests', 'rss_mib', 'ok']}.items():
+    missing = [k for k in keys if r[group].get(k) in (None, 0)]
+    assert not missing, (group, missing)
+assert r['scale']['ok'] is True
+print('bench --quick: every figure measured')
+"

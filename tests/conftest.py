@@ -14,6 +14,16 @@ settings.register_profile("dev", deadline=None, suppress_health_check=[HealthChe
 settings.register_profile("ci", parent=settings.get_profile("dev"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+if os.environ.get("XENNET_FUZZ_RECORD"):  # scripts/fuzz-core.sh: seed the corpus from real calls
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))  # where pytest puts it for tests/core/
+    from core.fuzz import record
+
+    per_kernel = int(os.environ.get("XENNET_FUZZ_RECORD_PER", "40"))
+    record.install(Path(os.environ["XENNET_FUZZ_RECORD"]), per_kernel)
+
 
 @pytest.fixture
 def world() -> Iterator[LocalWorld]:

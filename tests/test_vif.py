@@ -102,6 +102,19 @@ def test_disconnect_frees_everything_and_reconnect_works(world: LocalWorld) -> N
     assert held(world) == baseline and not world.netback.vifs
 
 
+def test_a_removed_vif_keeps_its_counters_in_the_report(world: LocalWorld) -> None:
+    world.attach()
+    name = world.vif().name
+    world.send(frames(20))
+    world.deliver(frames(7))
+    world.detach()
+    assert not world.netback.vifs
+    (gone,) = world.netback.report().items()
+    assert gone[0] == name and gone[1]["state"] == "Closed"
+    stats = gone[1]["stats"]
+    assert isinstance(stats, dict) and stats["tx_packets"] == 20 and stats["rx_packets"] == 7, stats
+
+
 def test_ring_full_stops_the_queue_and_completions_restart_it(world: LocalWorld) -> None:
     front = world.attach()
     assert front.tx is not None

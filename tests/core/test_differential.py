@@ -10,6 +10,7 @@ comparisons with raw bytes.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -235,7 +236,7 @@ def rx_packets(draw: st.DrawFn, cons: int, mask: int, room: int) -> list[bytes]:
     while len(out) < room and draw(st.integers(0, 5)):
         nslots = draw(st.sampled_from([1, 1, 2, 3, 18, 19, 20]))
         gso = draw(st.booleans())
-        pkt = []
+        pkt: list[tuple[Any, ...]] = []
         for k in range(nslots):
             status = draw(st.sampled_from([4096, 1, 100, 256, 257, 0, -1]))
             off = 0 if status >= 4096 else draw(st.sampled_from([0, 0, 4096 - max(status, 0), 4095]))

@@ -60,6 +60,7 @@ GNTST_NAMES = {
 }
 
 DOMID_SELF = 0x7FF0
+DOMID_FIRST_RESERVED = 0x7FF0  # xen.h: a guest's domid is below this
 
 GRANT_ENTRY_V1 = CStruct("struct grant_entry_v1", [("flags", u16), ("domid", u16), ("frame", u32)])
 _COPY_PTR = CStruct(

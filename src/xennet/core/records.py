@@ -18,6 +18,7 @@ from ..abi.cstruct import Array, CStruct, u8, u16, u32
 NONE32 = 0xFFFFFFFF  # "no frame", "no tag", "no ref"
 PAGE_SIZE = 4096
 RING_OFFSET = 64  # the shared ring header (abi.ring.RING_OFFSET)
+MAX_PACKET = 0xFFFF  # a packet's size rides in the first slot's u16 size field
 
 # --- a packet vector: packets as ranges of pieces -------------------------------------------
 

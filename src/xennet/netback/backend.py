@@ -25,6 +25,8 @@ class Netback:
         self.root = f"{domain_path(platform.domid)}/backend/{kind}"
         self.vifs: dict[str, Vif] = {}
         self.probe_failures = 0
+        # the last word of each vif that went away: its counters outlive it for reports
+        self.finished: dict[str, dict[str, object]] = {}
         self._failed: set[str] = set()  # nodes whose probe failed: not retried until they vanish
         self._token = f"netback-root:{self.root}"
 
@@ -33,9 +35,8 @@ class Netback:
         self.xs.watch("@releaseDomain", self._token)
 
     def stop(self) -> None:
-        for vif in list(self.vifs.values()):
-            vif.remove()
-        self.vifs.clear()
+        for node in list(self.vifs):
+            self._remove(node)
         for path in (self.root, "@releaseDomain"):
             try:
                 self.xs.unwatch(path, self._token)
@@ -70,7 +71,7 @@ class Netback:
         present = set(self._device_dirs())
         for node in list(self.vifs):
             if node not in present:
-                self.vifs.pop(node).remove()
+                self._remove(node)
         self._failed &= present
         for node in present - self.vifs.keys() - self._failed:
             if self.xs.try_read(f"{node}/frontend-id") is None:
@@ -85,6 +86,18 @@ class Netback:
                 vif.remove()
                 continue
             self.vifs[node] = vif
+
+    def _remove(self, node: str) -> None:
+        vif = self.vifs.pop(node)
+        vif.remove()
+        self.finished[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
+
+    def report(self) -> dict[str, dict[str, object]]:
+        """Every vif served so far, gone or live: its xenbus state and counters."""
+        live: dict[str, dict[str, object]] = {
+            v.name: {"state": v.dev.state.name, "stats": v.stats.as_dict()} for v in self.vifs.values()
+        }
+        return {**self.finished, **live}
 
     def _reap_dead_frontends(self) -> None:
         for vif in self.vifs.values():

@@ -109,7 +109,6 @@ def serve_backend(world_path: str, domid: int, stop_path: str, echo: bool = True
     """
     with open_domain(world_path, domid) as (platform, xs):
         back = Netback(platform, xs)
-        history: dict[str, dict[str, object]] = {}
 
         def on_event(port: int) -> None:
             vif = back.vif_for_port(port)
@@ -130,9 +129,8 @@ def serve_backend(world_path: str, domid: int, stop_path: str, echo: bool = True
                 for vif in back.vifs.values():
                     vif.kick_rx()
                     vif.flush_tx_responses()
-                    history[vif.name] = {"state": vif.dev.state.name, "stats": vif.stats.as_dict()}
             back.stop()
-            return {"role": "backend", "vifs": history, "accounting": platform.accounting().__dict__}
+            return {"role": "backend", "vifs": back.report(), "accounting": platform.accounting().__dict__}
         finally:
             loop.close()
 

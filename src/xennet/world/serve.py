@@ -347,8 +347,8 @@ def serve_netback(
         while not should_stop():
             if not loop.run_once(0.2):
                 look_over()
-        info = {v.name: {"state": v.dev.state.name, "stats": v.stats.as_dict()} for v in back.vifs.values()}
         back.stop()
+        info = back.report()
         for name in list(taps):
             tap_stats[name] = asdict(taps[name].stats)
         return {

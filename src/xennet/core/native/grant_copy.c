@@ -69,7 +69,7 @@ static int one(const struct xn_seg *s, uint32_t own_domid, struct xn_buf own_mem
             w[k].off = goff[k];
         } else {
             uint64_t rel = virt[k] - own_base;
-            if (virt[k] < own_base || rel >= own_mem.len)
+            if (virt[k] < own_base || rel >= own_mem.len - own_mem.len % XN_PAGE_SIZE) /* whole pages only */
                 return XN_GNTST_BAD_PAGE;
             w[k].mem = own_mem.p;
             w[k].page = (size_t)(rel - rel % XN_PAGE_SIZE);

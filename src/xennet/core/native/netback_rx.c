@@ -24,6 +24,8 @@ static long chunks_of(struct xn_buf vec_pieces, uint32_t piece0, uint32_t npiece
         struct xn_piece pc;
         XN_GET(pc, vec_pieces.p, k);
         if (!(pc.flags & XN_PIECE_RUN) && pc.len) {
+            if ((uint32_t)pc.offset + pc.len > XN_PAGE_SIZE) /* a response's size is one page at most */
+                return xn_fail(err, "netback_rx: piece %u crosses its page", k);
             if (n == MAX_CHUNKS)
                 return xn_fail(err, "netback_rx: a packet of more than %u pieces", MAX_CHUNKS);
             out[n].k = k;
@@ -135,6 +137,8 @@ int xn_netback_rx_plan(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_
         return xn_fail(err, "netback_rx_plan: buffers smaller than their sizes");
     if (rsp_cap > 0xFFFF)
         return xn_fail(err, "netback_rx_plan: rsp_cap above 65535");
+    if (front_domid >= XN_DOMID_FIRST_RESERVED)
+        return xn_fail(err, "netback_rx_plan: domid %u is not a guest's", front_domid);
     if (plans.len < (size_t)npkts * sizeof(struct xn_rx_plan) ||
         vec_pkts.len < ((uint64_t)start + npkts) * sizeof(struct xn_pkt))
         return xn_fail(err, "netback_rx_plan: packet buffers too small");

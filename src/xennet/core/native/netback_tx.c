@@ -218,6 +218,8 @@ int xn_netback_tx_build(struct xn_buf reqs, struct xn_buf pkts, uint32_t start, 
         return xn_fail(err, "netback_tx_build: packet buffers too small");
     if (seg_base > seg_cap || piece_base > piece_cap)
         return xn_fail(err, "netback_tx_build: bases past their caps");
+    if (front_domid >= XN_DOMID_FIRST_RESERVED)
+        return xn_fail(err, "netback_tx_build: domid %u is not a guest's", front_domid);
     struct xn_poolv pv;
     if (xn_pool_open(&pv, pool, err))
         return -1;
@@ -234,6 +236,10 @@ int xn_netback_tx_build(struct xn_buf reqs, struct xn_buf pkts, uint32_t start, 
             rc = xn_fail(err, "netback_tx_build: packet %u names requests past the batch", j);
             break;
         }
+        if (p.error >= XN_TXE_COUNT) {
+            rc = xn_fail(err, "netback_tx_build: packet %u has error code %u", j, p.error);
+            break;
+        }
         if (p.error || p.kind != XN_TXK_DATA) {
             struct xn_pkt v = {npiece, 0, 0, 0, j, 0, 0, (uint8_t)p.error, 0, 0};
             XN_PUT(vec_pkts.p, j, v);
@@ -241,13 +247,23 @@ int xn_netback_tx_build(struct xn_buf reqs, struct xn_buf pkts, uint32_t start, 
             xn_st32(seg_ranges.p + 8 * (size_t)j + 4, 0);
             continue;
         }
+        for (uint32_t k = 0; k < p.nslots && rc == 0; k++) {
+            struct tx_req s = slot_of(q, &p, k);
+            if ((uint32_t)s.offset + s.size > XN_PAGE_SIZE)
+                rc = xn_fail(err, "netback_tx_build: packet %u has a slot across its page (not assembled?)", j);
+        }
+        if (rc)
+            break;
         uint32_t head_len = p.size < copy_len ? p.size : copy_len;
         uint32_t frames, sneed, pneed;
         needs(q, &p, head_len, map_frags, &frames, &sneed, &pneed);
         if (pv.count < frames || (uint64_t)nseg + sneed > seg_cap || (uint64_t)npiece + pneed > piece_cap)
             break;
         uint32_t head;
-        xn_pool_pop(&pv, &head);
+        if (!xn_pool_pop(&pv, &head)) {
+            rc = xn_fail(err, XN_POOL_CORRUPT);
+            break;
+        }
         uint32_t piece0 = npiece, seg0 = nseg;
         put_piece(vec_pieces.p, npiece++, head, 0, 0, XN_DOMID_SELF, XN_PIECE_POOL);
         uint32_t pulled = 0, mapped = 0, stage = 0, stage_frame = 0, stage_off = XN_PAGE_SIZE;
@@ -271,7 +287,10 @@ int xn_netback_tx_build(struct xn_buf reqs, struct xn_buf pkts, uint32_t start, 
             }
             while (rest) {
                 if (stage_off == XN_PAGE_SIZE) {
-                    xn_pool_pop(&pv, &stage_frame);
+                    if (!xn_pool_pop(&pv, &stage_frame)) {
+                        rc = xn_fail(err, XN_POOL_CORRUPT);
+                        goto out;
+                    }
                     stage = npiece;
                     stage_off = 0;
                     put_piece(vec_pieces.p, npiece++, stage_frame, 0, 0, XN_DOMID_SELF, XN_PIECE_POOL);
@@ -306,6 +325,7 @@ int xn_netback_tx_build(struct xn_buf reqs, struct xn_buf pkts, uint32_t start, 
         xn_st32(seg_ranges.p + 8 * (size_t)j, seg0);
         xn_st32(seg_ranges.p + 8 * (size_t)j + 4, nseg - seg0);
     }
+out:
     xn_pool_close(&pv);
     if (rc)
         return rc;
@@ -425,6 +445,8 @@ int xn_netback_tx_respond(struct xn_buf reqs, struct xn_buf pkts, uint32_t start
 
 int xn_netback_tx_set_status(struct xn_buf rsp_out, uint32_t first, uint32_t count, int status, struct xn_err *err)
 {
+    if (status != XN_RSP_DROPPED && status != XN_RSP_ERROR && status != XN_RSP_OKAY)
+        return xn_fail(err, "netback_tx_set_status: %d is not a response status", status);
     if (((uint64_t)first + count) * XN_TX_ENTRY > rsp_out.len)
         return xn_fail(err, "netback_tx_set_status: past the responses");
     for (uint32_t i = first; i < first + count; i++) {

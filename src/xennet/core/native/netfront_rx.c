@@ -230,7 +230,7 @@ int xn_netfront_rx_build(struct xn_buf rsps, struct xn_buf pkts, uint32_t start,
     uint32_t j;
 #define RECYCLE(ref_, frame_)                                                                                         \
     do {                                                                                                             \
-        if ((size_t)(nrec + 1) * 8 > recycle_out.len) {                                                              \
+        if (((uint64_t)nrec + 1) * 8 > recycle_out.len) {                                                             \
             rc = xn_fail(err, "netfront_rx_build: recycle_out too small");                                           \
             goto out;                                                                                                \
         }                                                                                                            \
@@ -263,7 +263,10 @@ int xn_netfront_rx_build(struct xn_buf rsps, struct xn_buf pkts, uint32_t start,
         if (hp.count == 0 || (uint64_t)npiece + 1 + p.nslots > piece_cap)
             break;
         uint32_t head;
-        xn_pool_pop(&hp, &head);
+        if (!xn_pool_pop(&hp, &head)) {
+            rc = xn_fail(err, XN_POOL_CORRUPT);
+            goto out;
+        }
         if (((uint64_t)head + 1) * XN_PAGE_SIZE > mem.len) {
             rc = xn_fail(err, "netfront_rx_build: frame %u outside memory", head);
             goto out;

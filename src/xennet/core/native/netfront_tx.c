@@ -62,6 +62,7 @@ int xn_netfront_tx_post(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32
             break;
         }
         /* check the whole packet before any of it goes on the ring */
+        uint32_t total = 0;
         for (uint32_t i = 0; i < p.npieces && rc == 0; i++) {
             struct xn_piece pc;
             XN_GET(pc, vec_pieces.p, p.piece0 + i);
@@ -79,9 +80,14 @@ int xn_netfront_tx_post(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32
                 break;
             }
             refs[i] = ref;
+            total += pc.len;
         }
         if (rc)
             break;
+        if (total != p.len || p.len > XN_MAX_PACKET) { /* the first request carries the length */
+            rc = xn_fail(err, "netfront_tx_post: packet %u of %u bytes has %u in its pieces", j, p.len, total);
+            break;
+        }
         uint16_t slot = stack_pop(&pks);
         if (slot >= nr_inflight) {
             rc = xn_fail(err, "netfront_tx_post: in-flight slot %u out of range", slot);

@@ -28,7 +28,10 @@ int xn_vec_fill_frames(struct xn_buf mem, struct xn_buf pool, struct xn_buf fram
         uint32_t piece0 = npiece, done = 0;
         while (done < length) {
             uint32_t frame;
-            xn_pool_pop(&pv, &frame);
+            if (!xn_pool_pop(&pv, &frame)) {
+                rc = xn_fail(err, XN_POOL_CORRUPT);
+                goto out;
+            }
             if (((uint64_t)frame + 1) * XN_PAGE_SIZE > mem.len) {
                 rc = xn_fail(err, "vec_fill_frames: frame %u outside memory", frame);
                 goto out;
@@ -259,7 +262,10 @@ int xn_vec_fill_frame(struct xn_buf mem, struct xn_buf pool, struct xn_buf frame
     int rc = 0;
     while (done < length) {
         uint32_t f;
-        xn_pool_pop(&pv, &f);
+        if (!xn_pool_pop(&pv, &f)) {
+            rc = xn_fail(err, XN_POOL_CORRUPT);
+            break;
+        }
         if (((uint64_t)f + 1) * XN_PAGE_SIZE > mem.len) {
             rc = xn_fail(err, "vec_fill_frame: frame %u outside memory", f);
             break;

@@ -24,6 +24,7 @@
 #define XN_NONE32 0xFFFFFFFFu
 #define XN_NONE16 0xFFFFu
 #define XN_DOMID_SELF 0x7FF0u
+#define XN_DOMID_FIRST_RESERVED 0x7FF0u
 
 /* netif.h */
 #define XN_TXF_CSUM_BLANK 1u
@@ -191,7 +192,15 @@ struct xn_seg {
 };
 
 /* reason codes (core/records.py) */
-enum { XN_TXE_OK, XN_TXE_TOO_MANY_SLOTS, XN_TXE_SLOTS_BIGGER_THAN_PACKET, XN_TXE_RUNT, XN_TXE_GRANT_COPY };
+enum {
+    XN_TXE_OK,
+    XN_TXE_TOO_MANY_SLOTS,
+    XN_TXE_SLOTS_BIGGER_THAN_PACKET,
+    XN_TXE_RUNT,
+    XN_TXE_GRANT_COPY,
+    XN_TXE_NO_MEMORY,
+    XN_TXE_COUNT
+};
 enum {
     XN_TXF_NONE,
     XN_TXF_MISSING_EXTRA_INFO,
@@ -257,7 +266,9 @@ struct xn_poolv {
 };
 int xn_pool_open(struct xn_poolv *pv, struct xn_buf b, struct xn_err *err);
 void xn_pool_close(struct xn_poolv *pv); /* writes the count back */
-int xn_pool_pop(struct xn_poolv *pv, uint32_t *frame);
+int xn_pool_pop(struct xn_poolv *pv, uint32_t *frame); /* 0: empty, or a corrupt entry */
+/* after a counted pool yields nothing: only a corrupt stack does that */
+#define XN_POOL_CORRUPT "pool: a free-stack entry names no frame of the pool (corrupt pool)"
 int xn_pool_push(struct xn_poolv *pv, uint32_t frame, struct xn_err *err);
 
 /* a u16 stack: element 0 is the count */

@@ -120,7 +120,7 @@ def _one(
         else:
             (virt,) = SIDE_VIRT.unpack_from(s, off)
             rel = virt - own_base
-            if not 0 <= rel < len(mem):
+            if not 0 <= rel < len(mem) - len(mem) % PAGE_SIZE:  # whole pages only
                 return GNTST_bad_page
             page = rel - rel % PAGE_SIZE
             where.append((mem, page, rel - page))

@@ -17,7 +17,13 @@ info, right after the first buffer's response.
 from __future__ import annotations
 
 from ...abi import netif
-from ...abi.grant_table import DOMID_SELF, GNTCOPY_dest_gref, GNTCOPY_source_gref, GNTST_okay
+from ...abi.grant_table import (
+    DOMID_FIRST_RESERVED,
+    DOMID_SELF,
+    GNTCOPY_dest_gref,
+    GNTCOPY_source_gref,
+    GNTST_okay,
+)
 from .. import records as r
 from ..types import Buffer, WBuffer
 from .codecs import (
@@ -49,8 +55,10 @@ def _chunks(vpc: memoryview, piece0: int, npieces: int) -> list[tuple[int, int]]
         raise ValueError("netback_rx: pieces past the vector")
     out: list[tuple[int, int]] = []
     for k in range(piece0, piece0 + npieces):
-        _frame, _off, length, _ref, _domid, flags = PIECE.unpack_from(vpc, k * r.PIECE.size)
+        _frame, off, length, _ref, _domid, flags = PIECE.unpack_from(vpc, k * r.PIECE.size)
         if not flags & r.PIECE_RUN and length:
+            if off + length > r.PAGE_SIZE:  # a response's size is one page at most
+                raise ValueError(f"netback_rx: piece {k} crosses its page")
             if len(out) == MAX_CHUNKS:
                 raise ValueError(f"netback_rx: a packet of more than {MAX_CHUNKS} pieces")
             out.append((k, length))
@@ -143,6 +151,8 @@ def netback_rx_plan(
         raise ValueError("netback_rx_plan: buffers smaller than their sizes")
     if rsp_cap > 0xFFFF:
         raise ValueError("netback_rx_plan: rsp_cap above 65535")
+    if not 0 <= front_domid < DOMID_FIRST_RESERVED:
+        raise ValueError(f"netback_rx_plan: domid {front_domid} is not a guest's")
     if len(pl) < npkts * r.RX_PLAN.size or len(vp) < (start + npkts) * r.PKT.size:
         raise ValueError("netback_rx_plan: packet buffers too small")
     used = nseg = nrsp = staged = forwarded = repacks = planned = 0

@@ -19,7 +19,7 @@ mode), or leaves up to ``map_frags`` slots as the guest's grants for the caller 
 from __future__ import annotations
 
 from ...abi import netif
-from ...abi.grant_table import DOMID_SELF, GNTCOPY_source_gref, GNTST_okay
+from ...abi.grant_table import DOMID_FIRST_RESERVED, DOMID_SELF, GNTCOPY_source_gref, GNTST_okay
 from .. import records as r
 from ..types import Buffer, WBuffer
 from .codecs import (
@@ -37,7 +37,7 @@ from .codecs import (
     TX_REQ,
     TX_RSP,
 )
-from .pool import PoolView
+from .pool import PoolView, pop_counted
 
 ENTRY = 12  # a tx ring entry: the request (12 bytes), its response or an extra info
 ETH_HLEN = 14
@@ -227,7 +227,6 @@ def netback_tx_build(
     sr = memoryview(seg_ranges).cast("B").cast("I")
     vp = memoryview(vec_pkts).cast("B")
     vpc = memoryview(vec_pieces).cast("B")
-    p = PoolView(pool)
     end = start + npkts
     if len(so) < seg_cap * SEG_SIZE or len(vpc) < piece_cap * r.PIECE.size or len(sr) < 2 * end:
         raise ValueError("netback_tx_build: buffers smaller than their caps")
@@ -235,6 +234,9 @@ def netback_tx_build(
         raise ValueError("netback_tx_build: packet buffers too small")
     if not 0 <= seg_base <= seg_cap or not 0 <= piece_base <= piece_cap:
         raise ValueError("netback_tx_build: bases past their caps")
+    if not 0 <= front_domid < DOMID_FIRST_RESERVED:
+        raise ValueError(f"netback_tx_build: domid {front_domid} is not a guest's")
+    p = PoolView(pool)
     nseg, npiece = seg_base, piece_base
     for j in range(start, end):
         (first, nslots, nextras, error, size, first_size, flags, gso_size, gso_type, kind, _mc, _pad) = (
@@ -242,17 +244,20 @@ def netback_tx_build(
         )
         if ((first + nextras + nslots - 1 if nslots > 1 else first) + 1) * ENTRY > len(q):
             raise ValueError(f"netback_tx_build: packet {j} names requests past the batch")
+        if error >= len(r.TxError):
+            raise ValueError(f"netback_tx_build: packet {j} has error code {error}")
         if error or kind != r.TXK_DATA:
             PKT.pack_into(vp, j * r.PKT.size, npiece, 0, 0, 0, j, 0, 0, error, 0, 0)
             sr[2 * j], sr[2 * j + 1] = nseg, 0
             continue
         slots = _slots(q, first, nslots, nextras, first_size)
+        if any(s_off + s_size > r.PAGE_SIZE for _g, s_off, s_size, _i in slots):
+            raise ValueError(f"netback_tx_build: packet {j} has a slot across its page (not assembled?)")
         head_len = min(size, copy_len)
         frames, segs_needed, pieces_needed = _needs(slots, head_len, map_frags)
         if p.count < frames or nseg + segs_needed > seg_cap or npiece + pieces_needed > piece_cap:
             return j, nseg, npiece
-        head = p.pop()
-        assert head is not None
+        head = pop_counted(p)
         piece0 = npiece
         seg0 = nseg
         PIECE.pack_into(vpc, npiece * r.PIECE.size, head, 0, 0, r.NONE32, DOMID_SELF, r.PIECE_POOL)
@@ -285,8 +290,7 @@ def netback_tx_build(
                 continue
             while rest:
                 if stage_off == r.PAGE_SIZE:
-                    frame = p.pop()
-                    assert frame is not None
+                    frame = pop_counted(p)
                     stage, stage_frame, stage_off = npiece, frame, 0
                     PIECE.pack_into(
                         vpc, npiece * r.PIECE.size, frame, 0, 0, r.NONE32, DOMID_SELF, r.PIECE_POOL
@@ -348,10 +352,10 @@ def netback_tx_respond(
     ro = memoryview(rsp_out).cast("B")
     rr = memoryview(rsp_ranges).cast("B").cast("I")
     st = memoryview(status_out).cast("B").cast("h")
-    p = PoolView(pool)
     end = start + npkts
     if len(rr) < 2 * end or len(st) < end or len(vp) < end * r.PKT.size or len(tp) < end * r.TX_PKT.size:
         raise ValueError("netback_tx_respond: buffers too small")
+    p = PoolView(pool)
     nrsp = ok = ok_bytes = ok_slots = gso = bad = mcast = 0
     for j in range(start, end):
         first, nslots, nextras, error, size, _fs, _fl, gso_size, _gt, kind, _mc, _pad = TX_PKT.unpack_from(
@@ -426,6 +430,8 @@ def _free_frames(vp: memoryview, vpc: memoryview, j: int, p: PoolView) -> None:
 def netback_tx_set_status(rsp_out: WBuffer, first: int, count: int, status: int) -> None:
     """Rewrite the status of responses ``first..first+count`` (not the NULLs of extras)."""
     ro = memoryview(rsp_out).cast("B")
+    if status not in (netif.NETIF_RSP_DROPPED, netif.NETIF_RSP_ERROR, netif.NETIF_RSP_OKAY):
+        raise ValueError(f"netback_tx_set_status: {status} is not a response status")
     if (first + count) * ENTRY > len(ro):
         raise ValueError("netback_tx_set_status: past the responses")
     for i in range(first, first + count):

@@ -23,11 +23,11 @@ from ...abi.grant_table import DOMID_SELF
 from .. import records as r
 from ..types import Buffer, WBuffer
 from .codecs import END_REF, EXTRA_GSO, PIECE, PKT, RX_PKT, RX_REQ, RX_RSP, RX_SLOT
-from .pool import PoolView
+from .pool import PoolView, pop_counted
 
 ENTRY = 8
 RX_COPY_THRESHOLD = 256  # bytes pulled into a private head; the rest stays in the rx buffers
-MAX_PACKET = 0xFFFF
+MAX_PACKET = r.MAX_PACKET
 MAX_DATA = 1024
 
 E, F = r.RxError, r.RxFatal
@@ -172,7 +172,7 @@ def _validate(
 
 
 def _positions(first: int, nslots: int, nextras: int) -> tuple[list[int], list[int]]:
-    data = [first] + [first + nextras + k for k in range(1, nslots)]
+    data = [first + (nextras + k if k else 0) for k in range(nslots)]
     extras = [first + 1 + k for k in range(nextras)]
     return data, extras
 
@@ -235,11 +235,11 @@ def netfront_rx_build(
     vp = memoryview(vec_pkts).cast("B")
     vpc = memoryview(vec_pieces).cast("B")
     ro = memoryview(recycle_out).cast("B")
-    hp = PoolView(priv_pool)
     if len(vp) < (start + npkts) * r.PKT.size or len(vpc) < piece_cap * r.PIECE.size:
         raise ValueError("netfront_rx_build: buffers too small")
     if len(tp) < (start + npkts) * r.RX_PKT.size or mask + 1 > len(sl) // r.RX_SLOT.size:
         raise ValueError("netfront_rx_build: buffers too small")
+    hp = PoolView(priv_pool)
     npiece, nrec = piece_base, recycle_base
     ok = nbytes = nslots_total = gso = 0
 
@@ -271,8 +271,7 @@ def netfront_rx_build(
             continue
         if hp.count == 0 or npiece + 1 + nslots > piece_cap:
             return j, npiece, nrec, ok, nbytes, nslots_total, gso
-        head = hp.pop()
-        assert head is not None
+        head = pop_counted(hp)
         if (head + 1) * r.PAGE_SIZE > len(m):
             raise ValueError(f"netfront_rx_build: frame {head} outside memory")
         want = min(RX_COPY_THRESHOLD, length)

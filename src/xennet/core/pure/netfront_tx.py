@@ -96,6 +96,7 @@ def netfront_tx_post(
             raise ValueError("netfront_tx_post: pieces past the vector")
         # check the whole packet before any of it goes on the ring
         refs = []
+        total = 0
         for k in range(piece0, piece0 + npieces):
             frame, off, plen, ref, domid, pflags = PIECE.unpack_from(vpc, k * r.PIECE.size)
             if not 1 <= plen <= r.PAGE_SIZE or off + plen > r.PAGE_SIZE or domid != DOMID_SELF:
@@ -107,6 +108,9 @@ def netfront_tx_post(
             if ref == r.NONE32:
                 raise ValueError(f"netfront_tx_post: packet {j}: piece on frame {frame} has no grant")
             refs.append(ref)
+            total += plen
+        if total != length or length > r.MAX_PACKET:  # the first request carries the length
+            raise ValueError(f"netfront_tx_post: packet {j} of {length} bytes has {total} in its pieces")
         slot = pks.pop()
         if slot >= len(inf) // r.TX_INFLIGHT.size:
             raise ValueError(f"netfront_tx_post: in-flight slot {slot} out of range")

@@ -19,6 +19,8 @@ class PoolView:
 
     def __init__(self, buf: WBuffer) -> None:
         mv = memoryview(buf).cast("B")
+        if len(mv) < POOL_HEADER.size:
+            raise ValueError("pool buffer too small for its header")
         _count, cap, nr_frames, _granted = POOL_HEADER.unpack_from(mv, 0)
         if len(mv) < r.pool_bytes(cap, nr_frames):
             raise ValueError("pool buffer too small for its header")
@@ -61,6 +63,17 @@ class PoolView:
         self.stack[n] = frame
         self.hdr[0] = n + 1
         self.state[frame] = r.POOL_FREE
+
+
+POOL_CORRUPT = "pool: a free-stack entry names no frame of the pool (corrupt pool)"
+
+
+def pop_counted(p: PoolView) -> int:
+    """A frame from a pool whose count said it has one: only a corrupt stack fails."""
+    frame = p.pop()
+    if frame is None:
+        raise ValueError(POOL_CORRUPT)
+    return frame
 
 
 def pool_add(pool: WBuffer, frames: Buffer, refs: Buffer | None, n: int) -> None:

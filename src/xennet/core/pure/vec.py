@@ -10,7 +10,7 @@ from ...abi.grant_table import DOMID_SELF
 from .. import records as r
 from ..types import Buffer, WBuffer
 from .codecs import PIECE, PKT
-from .pool import PoolView
+from .pool import PoolView, pop_counted
 
 HEADER_PEEK = 128  # enough for Ethernet + VLAN + IPv6 + TCP with options
 _BE16 = struct.Struct("!H")
@@ -40,13 +40,13 @@ def vec_fill_frames(
     ln = memoryview(lens).cast("B").cast("I")
     vp = memoryview(vec_pkts).cast("B")
     vpc = memoryview(vec_pieces).cast("B")
-    p = PoolView(pool)
     if (
         len(ln) < nframes
         or len(vp) < (pkt_base + nframes) * r.PKT.size
         or len(vpc) < piece_cap * r.PIECE.size
     ):
         raise ValueError("vec_fill_frames: buffers too small")
+    p = PoolView(pool)
     pos = 0
     npiece = piece_base
     for i in range(nframes):
@@ -59,8 +59,7 @@ def vec_fill_frames(
         piece0 = npiece
         done = 0
         while done < length:
-            frame = p.pop()
-            assert frame is not None
+            frame = pop_counted(p)
             if (frame + 1) * r.PAGE_SIZE > len(m):
                 raise ValueError(f"vec_fill_frames: frame {frame} outside memory")
             n = min(length - done, r.PAGE_SIZE)
@@ -261,20 +260,19 @@ def vec_fill_frame(
     src = memoryview(frame).cast("B")
     vp = memoryview(vec_pkts).cast("B")
     vpc = memoryview(vec_pieces).cast("B")
-    p = PoolView(pool)
     length = len(src)
     if not 1 <= length <= 0xFFFF:
         raise ValueError(f"vec_fill_frame: a frame of {length} bytes")
     if len(vp) < (pkt_index + 1) * r.PKT.size or len(vpc) < piece_cap * r.PIECE.size:
         raise ValueError("vec_fill_frame: buffers too small")
+    p = PoolView(pool)
     need = -(-length // r.PAGE_SIZE)
     if p.count < need or piece_base + need > piece_cap:
         return 0, piece_base
     npiece = piece_base
     done = 0
     while done < length:
-        f = p.pop()
-        assert f is not None
+        f = pop_counted(p)
         if (f + 1) * r.PAGE_SIZE > len(m):
             raise ValueError(f"vec_fill_frame: frame {f} outside memory")
         n = min(length - done, r.PAGE_SIZE)
