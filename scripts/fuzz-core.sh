@@ -24,6 +24,7 @@ while getopts "n:d:s:o:" opt; do
 done
 seeds=${seeds:-$out/seeds}
 mkdir -p "$out" "$seeds" "$out/corpus-c" "$out/corpus-diff"
+out=$(cd "$out" && pwd); seeds=$(cd "$seeds" && pwd)  # the fuzzers run from $out
 command -v clang >/dev/null || { echo "fuzz: clang is missing (scripts/apt-packages.txt)" >&2; exit 1; }
 python3 -c "import atheris" || { echo "fuzz: atheris is missing (pip install -e .[test])" >&2; exit 1; }
 

@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +65,18 @@ def run(lk: Link, ns: str, *argv: str, timeout: float = 60) -> subprocess.Comple
     return r
 
 
+def wait_listening(lk: Link, ns: str, port: int, server: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """Until a socket listens on ``port`` in ``ns``: a server is ready when it listens, not after a nap."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert server.poll() is None, f"the server on port {port} exited with {server.returncode}"
+        r = lk.exec(ns, "ss", "-Hltn", f"sport = :{port}", timeout=10)
+        if r.returncode == 0 and r.stdout.strip():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"nothing listens on port {port} in {ns} after {timeout} s")
+
+
 def iperf(lk: Link, *extra: str) -> dict:  # type: ignore[type-arg]
     a = lk.addr
     server = subprocess.Popen(
@@ -71,9 +85,7 @@ def iperf(lk: Link, *extra: str) -> dict:  # type: ignore[type-arg]
         stderr=subprocess.DEVNULL,
     )
     try:
-        import time
-
-        time.sleep(0.5)
+        wait_listening(lk, a.host_ns, 5201, server)
         r = run(lk, a.guest_ns, "iperf3", "-c", a.host_ip, "-J", *extra, timeout=90)
         return json.loads(r.stdout)  # type: ignore[no-any-return]
     finally:
@@ -121,9 +133,7 @@ def test_64_mib_file_transfer_checked_by_hash(link: Link, tmp_path: Path) -> Non
         text=True,
     )
     try:
-        import time
-
-        time.sleep(0.5)
+        wait_listening(link, a.host_ns, 5099, server)
         client_code = (
             "import socket,sys\n"
             f"s=socket.create_connection(('{a.host_ip}',5099));f=open(sys.argv[1],'rb')\n"

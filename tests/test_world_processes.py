@@ -71,7 +71,10 @@ def test_a_killed_guest_is_noticed_and_the_backend_keeps_serving(toolstack: SimT
     assert _wait(lambda: ts.world.accounting(0).maps == 0 and ts.world.accounting(0).ports == 0), (
         f"backend still holds {ts.world.accounting(0)} of the dead guest"
     )
-    assert ts.xs.read_str(f"{victim_paths.backend}/state") == "6"
+    # the backend unmaps first and writes Closed after: wait for that too, do not race it
+    assert _wait(lambda: ts.xs.try_read(f"{victim_paths.backend}/state") == "6"), (
+        f"backend state {ts.xs.try_read(f'{victim_paths.backend}/state')!r}, not Closed"
+    )
     assert ts.world.accounting(0).pages == 0
 
     # another guest on the same backend process works

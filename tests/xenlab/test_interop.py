@@ -178,6 +178,8 @@ def test_xennet_netback_serves_kernel_netfront(lab: Lab, record_property: pytest
     assert set(s["fatal"]) <= {"peer_gone"}, s
     assert result["accounting"] == {"pages": 0, "grants": 0, "maps": 0, "ports": 0}, result
     assert "Traceback" not in netback_log, netback_log[-3000:]
+    # the kernel netfront takes the split event channels our netback offers (README claim)
+    assert "(split event channels)" in netback_log, netback_log[-3000:]
 
     report("xennet netback <-> kernel xen-netfront", figures, s, t_done, t0, record_property)
 

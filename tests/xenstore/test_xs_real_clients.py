@@ -8,7 +8,6 @@ import select
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -151,13 +150,15 @@ def test_watch(xsd_proc: Daemon) -> None:
 
 def test_watch_with_event_count_exits(xsd_proc: Daemon) -> None:
     env = {**os.environ, "XENSTORED_PATH": xsd_proc.sock}
-    proc = subprocess.Popen(["xenstore-watch", "-n", "2", "/rc7"], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["xenstore-watch", "-n", "2", "/rc7"], env=env, stdout=subprocess.PIPE, text=True, bufsize=1
+    )
     try:
-        time.sleep(0.2)
+        assert read_line(proc) == "/rc7"  # registered: only now can a write be seen
         xsd_proc.dom0.write("/rc7/a", "1")
         out, _ = proc.communicate(timeout=5)
         assert proc.returncode == 0
-        assert out.splitlines() == ["/rc7", "/rc7/a"]
+        assert out.splitlines() == ["/rc7/a"]
     finally:
         proc.kill()
         proc.wait(5)

@@ -36,6 +36,7 @@ GUEST_DEBS: tuple[str, ...] = ("xen-hypervisor-4.17-amd64", "linux-image-amd64")
 ROOTFS_PACKAGES: tuple[str, ...] = (
     "xen-utils-4.17",
     "python3",
+    "python3-pytest",  # tests/xenlab/dom0_xen_real.py runs in dom0
     "python3-click",
     "python3-rich",
     "python3-pyroute2",
