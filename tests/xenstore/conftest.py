@@ -27,8 +27,9 @@ def short_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture
-def core() -> XenstoredCore:
-    return XenstoredCore()
+def core(request: pytest.FixtureRequest) -> XenstoredCore:
+    """A fresh core; parametrize it indirectly with a ``Quotas`` to change the limits."""
+    return XenstoredCore(quotas=getattr(request, "param", None))
 
 
 @pytest.fixture

@@ -3,11 +3,13 @@ raw-message checks of the core itself."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
 
 from xennet.abi.xs_wire import XENSTORE_ABS_PATH_MAX, XENSTORE_PAYLOAD_MAX, XsType
+from xennet.xenstore import store as st
 from xennet.xenstore.client import XenstoreClient
 from xennet.xenstore.errors import XenstoreConnectionError, XenstoreError
 from xennet.xenstore.server import XenstoredCore
@@ -270,7 +272,7 @@ def test_watch_errors_unwatch_and_reset(dom0: XenstoreClient) -> None:
 
 def test_guest_watch_quota(connect: Connect, core: XenstoredCore) -> None:
     dom1 = connect(1)
-    for i in range(core.quotas.watches_per_connection):
+    for i in range(core.quotas.watches_per_domain):
         dom1.watch(f"/q{i}", "t")
     assert errno_of(lambda: dom1.watch("/one-more", "t")) == "E2BIG"
 
@@ -387,7 +389,7 @@ def test_transaction_ids_and_errors(core: XenstoredCore) -> None:
 
 def test_guest_transaction_quota(connect: Connect, core: XenstoredCore) -> None:
     dom1 = connect(1)
-    txs = [dom1.transaction() for _ in range(core.quotas.transactions_per_connection)]
+    txs = [dom1.transaction() for _ in range(core.quotas.transactions_per_domain)]
     assert errno_of(dom1.transaction) == "ENOSPC"
     txs[0].abort()
     dom1.transaction().abort()
@@ -453,3 +455,169 @@ def test_in_process_client_fileno_signals_queued_events(connect: Connect) -> Non
     assert select.select([a], [], [], 0)[0] == [a]
     assert a.read_watch_events() == [("/f", "t")]
     assert select.select([a], [], [], 0)[0] == []
+
+
+# ---------------------------------------------------------------------------- quotas per domain
+
+
+def guest_home(dom0: XenstoreClient, domid: int, subdirs: int = 0) -> str:
+    """Give ``domid`` its home (owned by it), plus ``subdirs`` children t0, t1, ..."""
+    home = f"/local/domain/{domid}"
+    dom0.mkdir(home)
+    dom0.set_perms(home, [f"n{domid}"])
+    for i in range(subdirs):
+        dom0.mkdir(f"{home}/t{i}")  # inherits the owner: counts against the guest
+    return home
+
+
+def test_connection_quota_is_per_domain(core: XenstoredCore, connect: Connect) -> None:
+    quota = core.quotas.connections_per_domain
+    guests = [connect(1) for _ in range(quota)]
+    with pytest.raises(XenstoreError) as info:
+        connect(1)
+    assert info.value.errno_name == "ENOSPC"
+    assert len(core.connections(1)) == quota
+    assert core.quota_hits[st.Quota.CONNECTIONS] == 1
+    connect(2).get_domain_path(2)  # another guest is not affected
+    zeros = [connect(0) for _ in range(quota + 2)]  # nor is dom0
+    assert all(z.get_domain_path(0) == "/local/domain/0" for z in zeros)
+    guests[0].close()  # a closed connection frees its place
+    connect(1).get_domain_path(1)
+
+
+def test_watch_quota_is_per_domain_across_connections(core: XenstoredCore, connect: Connect) -> None:
+    quota = core.quotas.watches_per_domain
+    dom0, a, b = connect(0), connect(1), connect(1)
+    dom0.mkdir("/w")
+    dom0.set_perms("/w", ["n0", "r1"])  # so the guest may see the events
+    for i in range(quota):
+        (a if i % 2 else b).watch("/w", f"t{i}")
+    assert errno_of(lambda: a.watch("/w", "more")) == "E2BIG"
+    assert errno_of(lambda: b.watch("/w", "more")) == "E2BIG"
+    assert errno_of(lambda: connect(1).watch("/w", "more")) == "E2BIG"
+    assert core.quota_hits[st.Quota.WATCHES] == 3
+    a.read_watch_events()
+    b.read_watch_events()
+    # So one change costs at most the quota in events for this domain.
+    dom0.write("/w", "x")
+    assert len(a.read_watch_events()) + len(b.read_watch_events()) == quota
+    a.unwatch("/w", "t1")  # unwatching frees a place
+    b.watch("/w", "again")
+    for i in range(quota + 5):  # dom0 is not limited
+        dom0.watch("/w", f"z{i}")
+
+
+def test_transaction_quota_is_per_domain_across_connections(core: XenstoredCore, connect: Connect) -> None:
+    quota = core.quotas.transactions_per_domain
+    a, b = connect(1), connect(1)
+    txs = [(a if i % 2 else b).transaction() for i in range(quota)]
+    assert errno_of(a.transaction) == "ENOSPC"
+    assert errno_of(b.transaction) == "ENOSPC"
+    txs[0].abort()
+    b.transaction().abort()
+    dom0 = connect(0)
+    more = [dom0.transaction() for _ in range(quota + 2)]
+    for t in more:
+        t.abort()
+
+
+# A small node quota keeps these quick (and a home's child list under the entry size).
+small_node_quota = pytest.mark.parametrize("core", [st.Quotas(nodes_per_domain=60)], indirect=True)
+
+
+@small_node_quota
+def test_node_quota_is_per_domain_across_connections(core: XenstoredCore, connect: Connect) -> None:
+    dom0 = connect(0)
+    home = guest_home(dom0, 1)
+    quota = core.quotas.nodes_per_domain
+    conns = [connect(1) for _ in range(3)]
+    for i in range(quota - 1):  # the home itself is one
+        conns[i % 3].write(f"{home}/n{i}", "")
+    assert core.store.owned[1] == quota
+    for c in conns:
+        assert errno_of(lambda c=c: c.write(f"{home}/over", "")) == "ENOSPC"
+    conns[0].write(f"{home}/n0", "rewrite")  # changing an existing node is fine
+    conns[1].rm(f"{home}/n0")
+    conns[2].write(f"{home}/back", "")  # room again
+
+
+@small_node_quota
+def test_transactions_past_node_quota_are_refused_at_commit(core: XenstoredCore, connect: Connect) -> None:
+    dom0 = connect(0)
+    quota = core.quotas.nodes_per_domain
+    # Disjoint subdirectories, so the transactions never conflict with each other.
+    home = guest_home(dom0, 1, subdirs=4)
+    per_tx = (quota - core.store.owned[1]) // 3 + 1  # any three fit alone, all four do not
+    guests = [connect(1), connect(1)]
+    txs = [guests[i % 2].transaction() for i in range(4)]
+    for i, t in enumerate(txs):
+        for k in range(per_tx):
+            t.write(f"{home}/t{i}/k{k}", "")  # each under quota against the live tree
+    committed = 0
+    for t in txs:
+        try:
+            assert t.commit()
+            committed += 1
+        except XenstoreError as e:
+            assert e.errno_name == "ENOSPC"
+    assert committed == 2
+    assert core.store.owned[1] <= quota
+    assert core.quota_hits[st.Quota.NODES] == 2
+
+
+@small_node_quota
+def test_a_transaction_counts_its_own_new_nodes(core: XenstoredCore, connect: Connect) -> None:
+    dom0 = connect(0)
+    home = guest_home(dom0, 1)
+    room = core.quotas.nodes_per_domain - core.store.owned[1]
+    assert room < core.quotas.transaction_nodes  # the per-transaction limit is not what stops it
+    t = connect(1).transaction()
+    for k in range(room):
+        t.write(f"{home}/k{k}", "")
+    assert errno_of(lambda: t.write(f"{home}/over", "")) == "ENOSPC"
+    assert t.commit()
+    assert core.store.owned[1] == core.quotas.nodes_per_domain
+
+
+@small_node_quota
+def test_dom0_transactions_are_not_node_limited(core: XenstoredCore, connect: Connect) -> None:
+    dom0 = connect(0)
+    home = guest_home(dom0, 1)
+    dom0.mkdir("/big0")
+    dom0.mkdir("/big1")  # so the two transactions do not conflict on "/"
+    txs = [dom0.transaction() for _ in range(2)]
+    for i, t in enumerate(txs):
+        for k in range(core.quotas.nodes_per_domain // 2 + 1):
+            t.write(f"/big{i}/k{k}", "")
+    # dom0 may also give a guest more than its quota (the guest owns them).
+    txs[0].write(f"{home}/given", "")
+    assert all(t.commit() for t in txs)
+    assert core.quota_hits[st.Quota.NODES] == 0
+
+
+def test_quota_hits_are_counted_and_logged_once(
+    core: XenstoredCore, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    guest = connect(1)
+    for i in range(core.quotas.watches_per_domain):
+        guest.watch("/lw", f"t{i}")
+    with caplog.at_level(logging.WARNING, logger="xennet.xenstore.server"):
+        for _ in range(5):
+            assert errno_of(lambda: guest.watch("/lw", "over")) == "E2BIG"
+    assert core.quota_hits[st.Quota.WATCHES] == 5
+    lines = [r.getMessage() for r in caplog.records if "quota" in r.getMessage()]
+    assert lines == ["domain 1 over its watches quota"]
+
+
+def test_watch_events_keep_connection_then_registration_order(connect: Connect) -> None:
+    dom0, a, b = connect(0), connect(0), connect(0)
+    b.watch("/o", "b1")
+    a.watch("/o/p/q", "a1")
+    a.watch("/", "a2")
+    a.watch("/o/p", "a3")
+    b.watch("/o/p/q/r", "b2")  # below the change: does not fire
+    a.read_watch_events()
+    b.read_watch_events()
+    dom0.write("/o/p/q", "v")
+    assert a.read_watch_events() == [("/o/p/q", "a1"), ("/o/p/q", "a2"), ("/o/p/q", "a3")]
+    assert b.read_watch_events() == [("/o/p/q", "b1")]

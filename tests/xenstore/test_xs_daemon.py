@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from xennet.abi.xs_wire import HEADER, XENSTORE_PAYLOAD_MAX, XsType
 from xennet.xenstore import daemon as xsd
 from xennet.xenstore.client import XenstoreClient
 from xennet.xenstore.errors import XenstoreConnectionError, XenstoreError
+from xennet.xenstore.store import Quota
 from xennet.xenstore.wire import Decoder, Message, encode
 
 
@@ -132,6 +134,116 @@ def test_slow_reader_backpressure_keeps_daemon_responsive(threaded_daemon: xsd.X
             except BlockingIOError:
                 break
         assert good.read_str("/tool/xenstored") == ""
+
+
+def test_guest_connections_over_quota_are_closed(threaded_daemon: xsd.Xenstored) -> None:
+    path = threaded_daemon.socket_path
+    quota = threaded_daemon.core.quotas.connections_per_domain
+    with XenstoreClient(path, timeout=5) as dom0:
+        dom0.introduce(1, 0, 1)
+        guests = [XenstoreClient(xsd.domain_socket_path(path, 1), timeout=5) for _ in range(quota)]
+        try:
+            assert all(g.get_domain_path(1) == "/local/domain/1" for g in guests)
+            with raw_socket(xsd.domain_socket_path(path, 1)) as extra:
+                assert recv_until_eof(extra) == b""  # hung up at once
+            assert threaded_daemon.core.quota_hits[Quota.CONNECTIONS] == 1
+            # dom0's socket has no such limit.
+            zeros = [XenstoreClient(path, timeout=5) for _ in range(quota + 2)]
+            assert all(z.get_domain_path(0) == "/local/domain/0" for z in zeros)
+            for z in zeros:
+                z.close()
+            guests.pop().close()  # a place freed is usable again...
+            deadline = time.monotonic() + 5
+            while len(threaded_daemon.core.connections(1)) == quota and time.monotonic() < deadline:
+                time.sleep(0.01)  # ...once the daemon has seen it go
+            with XenstoreClient(xsd.domain_socket_path(path, 1), timeout=5) as again:
+                assert again.get_domain_path(1) == "/local/domain/1"
+        finally:
+            for g in guests:
+                g.close()
+
+
+def _pump_until(d: xsd.Xenstored, done: Callable[[], bool], turns: int = 2000) -> None:
+    """Run the daemon's loop from this thread (deterministic: no serving thread)."""
+    for _ in range(turns):
+        if done():
+            return
+        d.serve_once(0.01)
+    raise AssertionError("the daemon did not get there")
+
+
+def _readable(s: socket.socket) -> bool:
+    return bool(select.select([s], [], [], 0)[0])
+
+
+def _replies(s: socket.socket, dec: Decoder) -> list[Message]:
+    while _readable(s):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        dec.feed(chunk)
+    return list(dec)
+
+
+def test_flooding_guest_cannot_delay_dom0_replies(short_tmp: Path) -> None:
+    """One guest, every connection it may open, each with a long pipeline of writes to a
+    node all its watches look at; dom0 asks one thing after them. dom0 must be answered
+    within one round of service, not after the guest's whole backlog."""
+    d = xsd.Xenstored(str(short_tmp / "xs.sock"))
+    d.start()
+    served: list[tuple[int, int]] = []  # (type, req_id) in service order
+    handle = d.core.handle
+
+    def recording(conn_id: int, msg: Message) -> list[tuple[int, Message]]:
+        served.append((msg.type, msg.req_id))
+        return handle(conn_id, msg)
+
+    d.core.handle = recording  # type: ignore[method-assign]
+    try:
+        dom0 = raw_socket(d.socket_path)
+        dec0 = Decoder()
+        setup = [
+            Message(XsType.XS_INTRODUCE, 1, 0, b"1\x000\x001\x00"),
+            Message(XsType.XS_MKDIR, 2, 0, b"/local/domain/1\0"),
+            Message(XsType.XS_SET_PERMS, 3, 0, b"/local/domain/1\0n1\0"),
+        ]
+        dom0.sendall(b"".join(encode(m) for m in setup))
+        got: list[Message] = []
+        _pump_until(d, lambda: len(got) == 3 or bool(got.extend(_replies(dom0, dec0))))
+        assert [m.payload for m in got] == [b"OK\0"] * 3
+        quota = d.core.quotas
+        guest_path = xsd.domain_socket_path(d.socket_path, 1)
+        guests = [raw_socket(guest_path) for _ in range(quota.connections_per_domain)]
+        _pump_until(d, lambda: len(d.core.connections(1)) == len(guests))
+        per_conn = quota.watches_per_domain // len(guests)
+        for g in guests:
+            g.sendall(
+                b"".join(encode(Message(XsType.XS_WATCH, 5, 0, b"x\0t%d\0" % i)) for i in range(per_conn))
+            )
+        decs = [Decoder() for _ in guests]
+        acks = [0] * len(guests)
+
+        def watched() -> bool:
+            for i, g in enumerate(guests):
+                acks[i] += sum(m.type == XsType.XS_WATCH for m in _replies(g, decs[i]))
+            return sum(acks) == per_conn * len(guests)
+
+        _pump_until(d, watched)
+        writes = 200
+        for g in guests:
+            g.sendall(encode(Message(XsType.XS_WRITE, 7, 0, b"x\0v")) * writes)
+        dom0.sendall(encode(Message(XsType.XS_READ, 999, 0, b"/tool/xenstored\0")))
+        served.clear()
+        _pump_until(d, lambda: any(m.req_id == 999 for m in _replies(dom0, dec0)))
+        before_dom0 = served.index((XsType.XS_READ, 999))
+        assert before_dom0 <= xsd.DOMAIN_REQUESTS_PER_TURN
+        assert d.core.quota_hits[Quota.OUTSTANDING] >= 1
+        # Throttled, not refused: every write of the guest is still served.
+        _pump_until(d, lambda: served.count((XsType.XS_WRITE, 7)) == writes * len(guests))
+        for s in [dom0, *guests]:
+            s.close()
+    finally:
+        d.close()
 
 
 @pytest.mark.slow

@@ -5,6 +5,11 @@ Sim extension, so guest processes get an unprivileged identity: once domain N is
 introduced (XS_INTRODUCE) the daemon also listens on ``<socket>.d<N>`` and treats
 connections there as domain N; XS_RELEASE closes that listener and its connections.
 
+Requests are read first and served round-robin (``REQUESTS_PER_TURN``,
+``DOMAIN_REQUESTS_PER_TURN``), and a guest's sockets are not read while it has its quota
+of requests outstanding, so one domain's load delays nobody else's replies by more than
+a round. Connections past a guest's connection quota are closed at once.
+
 Run it with ``python -m xennet.xenstore.daemon --socket PATH`` (``run``/``main``), in a
 thread (``Xenstored``) or as a child process (``spawn``).
 """
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -30,7 +36,8 @@ from typing import Any
 
 from .errors import XenstoreConnectionError
 from .server import XenstoredCore
-from .wire import Decoder, ProtocolError, encode
+from .store import Quota, QuotaError
+from .wire import Decoder, Message, ProtocolError, encode
 
 log = logging.getLogger("xennet.xenstore.daemon")
 
@@ -39,6 +46,12 @@ OUT_HIGH_WATER = 256 * 1024
 # A client this far behind (e.g. never reading its watch events) is disconnected.
 OUT_LIMIT = 8 * 1024 * 1024
 RECV_SIZE = 65536
+# Fair service: requests are read off the sockets first, then served round-robin, a
+# connection at most this many per round and an unprivileged domain at most
+# DOMAIN_REQUESTS_PER_TURN over all its connections, so a guest flooding from many
+# connections delays anybody else's reply by one round at most.
+REQUESTS_PER_TURN = 4
+DOMAIN_REQUESTS_PER_TURN = 8
 
 
 def domain_socket_path(socket_path: str, domid: int) -> str:
@@ -52,6 +65,12 @@ class _Client:
     domid: int
     decoder: Decoder = field(default_factory=Decoder)
     out: bytearray = field(default_factory=bytearray)
+    pending: deque[Message] = field(default_factory=deque)  # read, not yet served
+    queued: bool = False  # in the daemon's round-robin queue
+    # Close once the requests before it are served: a bad header, or the client's EOF.
+    broken: ProtocolError | None = None
+    hangup: bool = False
+    mask: int = selectors.EVENT_READ  # what the selector watches for (0: unregistered)
 
 
 @dataclass(eq=False)
@@ -73,6 +92,9 @@ class Xenstored:
         self._clients: dict[int, _Client] = {}
         self._listeners: dict[int, _Listener] = {}  # domid -> listener (0 is the main socket)
         self._next_conn_id = 1
+        self._ready: deque[_Client] = deque()  # clients with requests to serve, in turn
+        self._outstanding: Counter[int] = Counter()  # per domain: requests read, unserved
+        self._throttled: set[int] = set()  # domains whose sockets are not read meanwhile
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -92,10 +114,16 @@ class Xenstored:
             self.start()
         try:
             while not self._stopping.is_set():
-                for key, events in self._sel.select():
-                    self._dispatch(key, events)
+                self.serve_once()
         finally:
             self.close()
+
+    def serve_once(self, timeout: float | None = None) -> None:
+        """One turn of the loop: wait for sockets (not at all while requests are waiting
+        to be served, at most ``timeout`` otherwise), read them, serve one round."""
+        for key, events in self._sel.select(0 if self._ready else timeout):
+            self._dispatch(key, events)
+        self._serve_round()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -143,10 +171,17 @@ class Xenstored:
         except (BlockingIOError, InterruptedError):
             return
         sock.setblocking(False)
-        client = _Client(self._next_conn_id, sock, listener.domid)
+        conn_id = self._next_conn_id
         self._next_conn_id += 1
+        try:
+            self.core.connect(conn_id, listener.domid)
+        except QuotaError:
+            # Over the domain's connection quota (counted and logged by the core): the
+            # guest sees the connection closed at once.
+            sock.close()
+            return
+        client = _Client(conn_id, sock, listener.domid)
         self._clients[client.conn_id] = client
-        self.core.connect(client.conn_id, listener.domid)
         self._sel.register(sock, selectors.EVENT_READ, client)
         log.debug("connection %d accepted as domain %d", client.conn_id, listener.domid)
 
@@ -172,34 +207,96 @@ class Xenstored:
             self._drop(client)
             return
         if not data:
-            self._drop(client)
-            return
+            # Requests sent before the EOF are still served (then the client goes).
+            client.hangup = True
         client.decoder.feed(data)
+        before = len(client.pending)
         try:
-            for msg in client.decoder:
-                outputs = self.core.handle(client.conn_id, msg)
-                # Open/close domain sockets before replying, so that when XS_INTRODUCE
-                # returns the guest can connect, and when XS_RELEASE returns it cannot.
-                self._domain_events()
-                for conn_id, out in outputs:
-                    target = self._clients.get(conn_id)
-                    if target is not None:
-                        self._queue(target, encode(out))
-                if client.conn_id not in self._clients:
-                    return
+            client.pending.extend(client.decoder)
         except ProtocolError as e:
-            # Out of sync with this client: it goes, everybody else carries on.
-            log.warning("connection %d (domain %d): %s; closing it", client.conn_id, client.domid, e)
-            self._drop(client, flush=True)
+            # Out of sync with this client: it goes once the requests before the garbage
+            # are answered; everybody else carries on.
+            client.broken = e
+        self._outstanding[client.domid] += len(client.pending) - before
+        if (client.pending or client.broken or client.hangup) and not client.queued:
+            client.queued = True
+            self._ready.append(client)
+        self._throttle(client.domid)
+        self._update_interest(client)
+
+    def _throttle(self, domid: int) -> None:
+        """Stop reading an unprivileged domain's sockets while it has as many requests
+        outstanding as its quota (xenstored's quota_req_outstanding), so one guest
+        cannot queue unbounded work, whatever number of connections it uses."""
+        if domid in self.core.privileged or domid in self._throttled:
             return
+        if self._outstanding[domid] >= self.core.quotas.requests_outstanding:
+            self._throttled.add(domid)
+            self.core.note_quota(Quota.OUTSTANDING, domid)
+            for c in self._domain_clients(domid):
+                self._update_interest(c)
+
+    def _domain_clients(self, domid: int) -> list[_Client]:
+        return [self._clients[i] for i in self.core.connections(domid) if i in self._clients]
+
+    def _serve_round(self) -> None:
+        """Serve each waiting client once, in turn (see REQUESTS_PER_TURN)."""
+        served: Counter[int] = Counter()
+        for _ in range(len(self._ready)):
+            client = self._ready.popleft()
+            client.queued = False
+            if client.conn_id not in self._clients:
+                continue
+            domid = client.domid
+            cap = None if domid in self.core.privileged else DOMAIN_REQUESTS_PER_TURN
+            n = 0
+            while client.pending and n < REQUESTS_PER_TURN and (cap is None or served[domid] < cap):
+                msg = client.pending.popleft()
+                self._outstanding[domid] -= 1
+                n += 1
+                served[domid] += 1
+                if not self._serve(client, msg):
+                    break
+            if client.conn_id not in self._clients:
+                continue
+            if client.pending:
+                client.queued = True
+                self._ready.append(client)
+            elif client.broken is not None:
+                log.warning(
+                    "connection %d (domain %d): %s; closing it", client.conn_id, client.domid, client.broken
+                )
+                self._drop(client, flush=True)
+            elif client.hangup:
+                self._drop(client, flush=True)
+            else:
+                self._update_interest(client)
+        for domid in [
+            d for d in self._throttled if self._outstanding[d] < self.core.quotas.requests_outstanding
+        ]:
+            self._throttled.discard(domid)
+            for c in self._domain_clients(domid):
+                self._update_interest(c)
+
+    def _serve(self, client: _Client, msg: Message) -> bool:
+        """Handle one request and queue what it sends; False if the client is gone."""
+        try:
+            outputs = self.core.handle(client.conn_id, msg)
+            # Open/close domain sockets before replying, so that when XS_INTRODUCE
+            # returns the guest can connect, and when XS_RELEASE returns it cannot.
+            self._domain_events()
+            for conn_id, out in outputs:
+                target = self._clients.get(conn_id)
+                if target is not None:
+                    self._queue(target, encode(out))
         except Exception:
             # A bug reached by one client's input must not take xenstored down for all.
             log.exception(
                 "connection %d (domain %d): internal error; closing it", client.conn_id, client.domid
             )
             self._drop(client)
-            return
-        self._update_interest(client)
+            return False
+        return client.conn_id in self._clients
 
     def _queue(self, client: _Client, data: bytes) -> None:
         client.out += data
@@ -226,9 +323,25 @@ class Xenstored:
         if client.conn_id not in self._clients:
             return
         mask = selectors.EVENT_WRITE if client.out else 0
-        if len(client.out) < OUT_HIGH_WATER:
+        if (
+            len(client.out) < OUT_HIGH_WATER
+            # One recv's worth of requests at a time: read more once they are served.
+            and not client.pending
+            and client.broken is None
+            and not client.hangup
+            and client.domid not in self._throttled
+        ):
             mask |= selectors.EVENT_READ
-        self._sel.modify(client.sock, mask, client)
+        if mask == client.mask:
+            return
+        # A selector cannot watch for nothing: unregister while neither applies.
+        if not mask:
+            self._sel.unregister(client.sock)
+        elif not client.mask:
+            self._sel.register(client.sock, mask, client)
+        else:
+            self._sel.modify(client.sock, mask, client)
+        client.mask = mask
 
     def _drop(self, client: _Client, flush: bool = False) -> None:
         if client.conn_id not in self._clients:
@@ -238,6 +351,10 @@ class Xenstored:
             with contextlib.suppress(OSError):
                 client.sock.send(client.out)
         del self._clients[client.conn_id]
+        self._outstanding[client.domid] -= len(client.pending)
+        client.pending.clear()
+        if not self._outstanding[client.domid]:
+            del self._outstanding[client.domid]
         self.core.disconnect(client.conn_id)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(client.sock)

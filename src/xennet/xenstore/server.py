@@ -12,6 +12,8 @@ succeeds, a missing node is reported as EACCES to callers who may not look.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -29,6 +31,8 @@ DOMID_SELF = 0x7FF0
 INTRODUCE_DOMAIN = "@introduceDomain"
 RELEASE_DOMAIN = "@releaseDomain"
 SPECIAL_NODES = (INTRODUCE_DOMAIN, RELEASE_DOMAIN)
+# A domain hammering a quota gets one log line per quota per this many seconds.
+QUOTA_LOG_INTERVAL = 10.0
 
 Output = tuple[int, Message]
 
@@ -41,11 +45,12 @@ class DomainEvent:
     domid: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Watch:
     path: str  # canonical absolute path, or an "@..." special name
     token: bytes
     relative_prefix: str | None  # set when registered with a relative path
+    seq: int = 0  # registration order across the whole daemon (event order)
 
     def event_path(self, path: str) -> bytes:
         if self.relative_prefix is not None and path.startswith(self.relative_prefix):
@@ -53,10 +58,11 @@ class _Watch:
         return path.encode("ascii")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Conn:
     conn_id: int
     domid: int
+    seq: int = 0  # connection order (event order)
     watches: list[_Watch] = field(default_factory=list)
     transactions: dict[int, st.TxView] = field(default_factory=dict)
     next_tx_id: int = 1
@@ -85,6 +91,15 @@ class XenstoredCore:
         self.quotas = quotas or st.Quotas()
         self.privileged = privileged
         self._conns: dict[int, _Conn] = {}
+        self._by_domain: dict[int, dict[int, _Conn]] = {}
+        # Watches by the path they watch, so a change looks up the few paths that can
+        # match it (itself and its ancestors) instead of scanning every watch.
+        self._watch_index: dict[str, dict[int, tuple[_Conn, _Watch]]] = {}
+        self._seq = 0
+        # Times a domain hit each quota (refused, or for outstanding requests, throttled),
+        # and when each (quota, domain) was last logged.
+        self.quota_hits: Counter[st.Quota] = Counter()
+        self._quota_logged: dict[tuple[st.Quota, int], tuple[float, int]] = {}
         self._introduced: dict[int, tuple[int, int]] = {}  # domid -> (mfn, port)
         self._targets: dict[int, int] = {}
         self._special_perms: dict[str, st.Perms] = {name: st.DEFAULT_PERMS for name in SPECIAL_NODES}
@@ -115,16 +130,48 @@ class XenstoredCore:
     # ------------------------------------------------------------------ connections
 
     def connect(self, conn_id: int, domid: int = 0) -> None:
+        """Register a connection of ``domid``; QuotaError (ENOSPC) if the domain already
+        has as many as it may (the I/O layer then closes it)."""
         if conn_id in self._conns:
             raise ValueError(f"connection {conn_id} already registered")
-        self._conns[conn_id] = _Conn(conn_id, domid)
+        mine = self._by_domain.setdefault(domid, {})
+        if domid not in self.privileged and len(mine) >= self.quotas.connections_per_domain:
+            self.note_quota(st.Quota.CONNECTIONS, domid)
+            raise st.QuotaError(st.Quota.CONNECTIONS, "ENOSPC", f"domain {domid} has too many connections")
+        self._seq += 1
+        conn = _Conn(conn_id, domid, self._seq)
+        self._conns[conn_id] = conn
+        mine[conn_id] = conn
 
     def disconnect(self, conn_id: int) -> None:
         """Forget a connection: its watches and open transactions die with it."""
-        self._conns.pop(conn_id, None)
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return
+        self._reset(conn)
+        mine = self._by_domain.get(conn.domid, {})
+        mine.pop(conn_id, None)
+        if not mine:
+            self._by_domain.pop(conn.domid, None)
 
     def connections(self, domid: int | None = None) -> list[int]:
-        return [c.conn_id for c in self._conns.values() if domid is None or c.domid == domid]
+        if domid is not None:
+            return list(self._by_domain.get(domid, {}))
+        return list(self._conns)
+
+    def note_quota(self, quota: st.Quota, domid: int) -> None:
+        """Count a quota hit; log it, at most once per QUOTA_LOG_INTERVAL per quota and
+        domain, so a guest cannot flood the log either."""
+        self.quota_hits[quota] += 1
+        now = time.monotonic()
+        key = (quota, domid)
+        last = self._quota_logged.get(key)
+        if last is not None and now - last[0] < QUOTA_LOG_INTERVAL:
+            self._quota_logged[key] = (last[0], last[1] + 1)
+            return
+        self._quota_logged[key] = (now, 0)
+        unlogged = f"; {last[1]} more times not logged" if last is not None and last[1] else ""
+        log.warning("domain %d over its %s quota%s", domid, quota.value, unlogged)
 
     def is_introduced(self, domid: int) -> bool:
         return domid in self.privileged or domid in self._introduced
@@ -146,6 +193,8 @@ class XenstoredCore:
         try:
             reply = self._dispatch(conn, msg)
         except XenstoreError as e:
+            if isinstance(e, st.QuotaError):
+                self.note_quota(e.quota, conn.domid)
             return [(conn_id, self._error(msg, e.errno_name))]
         if len(reply.payload) > XENSTORE_PAYLOAD_MAX:
             # xenstored answers E2BIG in send_reply when a reply would not fit.
@@ -184,7 +233,34 @@ class XenstoredCore:
 
     def _ctx(self, conn: _Conn, tx: st.TxView | None) -> st.OpContext:
         view: st.View = tx if tx is not None else self.store
-        return st.OpContext(view, self._caller(conn), self.quotas, lambda d: self.store.owned[d])
+        return st.OpContext(view, self._caller(conn), self.quotas)
+
+    def _domain_conns(self, domid: int) -> list[_Conn]:
+        return list(self._by_domain.get(domid, {}).values())
+
+    def _over(self, conn: _Conn, used: int, limit: int) -> bool:
+        """Is an unprivileged caller's domain, with ``used`` of something, at ``limit``?"""
+        return not self._caller(conn).privileged and used >= limit
+
+    def _add_watch(self, conn: _Conn, w: _Watch) -> None:
+        self._seq += 1
+        w.seq = self._seq
+        conn.watches.append(w)
+        self._watch_index.setdefault(w.path, {})[w.seq] = (conn, w)
+
+    def _forget_watch(self, w: _Watch) -> None:
+        bucket = self._watch_index.get(w.path)
+        if bucket is not None:
+            bucket.pop(w.seq, None)
+            if not bucket:
+                del self._watch_index[w.path]
+
+    def _reset(self, conn: _Conn) -> None:
+        """Drop a connection's watches and transactions (reset, reintroduction, release)."""
+        for w in conn.watches:
+            self._forget_watch(w)
+        conn.watches.clear()
+        conn.transactions.clear()
 
     def _canonical(self, conn: _Conn, raw: bytes) -> str:
         """Relative paths are below the connection's domain home, as in xenstored."""
@@ -226,19 +302,38 @@ class XenstoredCore:
         return int(raw)
 
     def _fire(self, fire: st.WatchFire) -> list[Output]:
+        # A watch fires for a change at its own path or below: look up the path and, for
+        # non-exact changes, each ancestor. The cost is the depth plus the hits, not the
+        # number of watches everybody holds.
+        paths = [fire.path]
+        if not fire.exact:
+            p = fire.path
+            while p not in ("/", "") and p.startswith("/"):
+                p = st.parent_of(p)
+                paths.append(p)
+        hits: list[tuple[_Conn, _Watch]] = []
+        for p in paths:
+            bucket = self._watch_index.get(p)
+            if bucket:
+                hits.extend(bucket.values())
+        if not hits:
+            return []
+        # xenstored's order: by connection, then by registration within one.
+        hits.sort(key=lambda h: (h[0].seq, h[1].seq))
         out: list[Output] = []
-        for conn in self._conns.values():
-            if conn.dead or not conn.watches:
+        allowed: dict[int, bool] = {}
+        for conn, w in hits:
+            if conn.dead:
                 continue
-            caller = self._caller(conn)
-            if not caller.privileged and not any(
-                st.access_for(caller, perms) & st.Access.READ for perms in fire.perm_sets
-            ):
-                continue
-            for w in conn.watches:
-                hit = fire.path == w.path if fire.exact else st.is_child(fire.path, w.path)
-                if hit:
-                    out.append((conn.conn_id, self._event(w, fire.path)))
+            ok = allowed.get(conn.conn_id)
+            if ok is None:
+                caller = self._caller(conn)
+                ok = caller.privileged or any(
+                    st.access_for(caller, perms) & st.Access.READ for perms in fire.perm_sets
+                )
+                allowed[conn.conn_id] = ok
+            if ok:
+                out.append((conn.conn_id, self._event(w, fire.path)))
         return out
 
     @staticmethod
@@ -351,10 +446,11 @@ class XenstoredCore:
             prefix = None if raw.startswith(b"/") else self.domain_path(conn.domid)
         if any(w.path == path and w.token == token for w in conn.watches):
             raise XenstoreError("EEXIST", "duplicate watch")
-        if not self._caller(conn).privileged and len(conn.watches) >= self.quotas.watches_per_connection:
-            raise XenstoreError("E2BIG", "too many watches")
+        used = sum(len(c.watches) for c in self._domain_conns(conn.domid))
+        if self._over(conn, used, self.quotas.watches_per_domain):
+            raise st.QuotaError(st.Quota.WATCHES, "E2BIG", f"domain {conn.domid} has too many watches")
         w = _Watch(path, token, prefix)
-        conn.watches.append(w)
+        self._add_watch(conn, w)
         # Fires once at registration, after the ack: simplifies clients (xenstored).
         return _Reply(after=[(conn.conn_id, self._event(w, path))])
 
@@ -372,12 +468,12 @@ class XenstoredCore:
         for i, w in enumerate(conn.watches):
             if w.path == path and w.token == token:
                 del conn.watches[i]
+                self._forget_watch(w)
                 return _Reply()
         raise XenstoreError("ENOENT", "no such watch")
 
     def _reset_watches(self, conn: _Conn, tx: st.TxView | None, msg: Message) -> _Reply:
-        conn.watches.clear()
-        conn.transactions.clear()
+        self._reset(conn)
         return _Reply()
 
     # ------------------------------------------------------------------ transactions
@@ -385,11 +481,11 @@ class XenstoredCore:
     def _transaction_start(self, conn: _Conn, tx: st.TxView | None, msg: Message) -> _Reply:
         if tx is not None:
             raise XenstoreError("EBUSY", "transactions do not nest")
-        if (
-            not self._caller(conn).privileged
-            and len(conn.transactions) >= self.quotas.transactions_per_connection
-        ):
-            raise XenstoreError("ENOSPC", "too many transactions")
+        used = sum(len(c.transactions) for c in self._domain_conns(conn.domid))
+        if self._over(conn, used, self.quotas.transactions_per_domain):
+            raise st.QuotaError(
+                st.Quota.TRANSACTIONS, "ENOSPC", f"domain {conn.domid} has too many transactions"
+            )
         tx_id = conn.next_tx_id
         while tx_id == 0 or tx_id in conn.transactions:
             tx_id = (tx_id + 1) & 0xFFFFFFFF
@@ -433,10 +529,8 @@ class XenstoredCore:
             after = self._fire_special(INTRODUCE_DOMAIN)
         else:
             # Re-introduction resets the domain's connection state (xenstored's conn reset).
-            for c in self._conns.values():
-                if c.domid == domid:
-                    c.watches.clear()
-                    c.transactions.clear()
+            for c in self._domain_conns(domid):
+                self._reset(c)
         return _Reply(after=after)
 
     def _release(self, conn: _Conn, tx: st.TxView | None, msg: Message) -> _Reply:
@@ -447,11 +541,9 @@ class XenstoredCore:
             raise XenstoreError("ENOENT", f"domain {domid} not introduced")
         del self._introduced[domid]
         self._targets.pop(domid, None)
-        for c in self._conns.values():
-            if c.domid == domid:
-                c.watches.clear()
-                c.transactions.clear()
-                c.dead = True
+        for c in self._domain_conns(domid):
+            self._reset(c)
+            c.dead = True
         self._domain_events.append(DomainEvent("release", domid))
         return _Reply(after=self._fire_special(RELEASE_DOMAIN))
 

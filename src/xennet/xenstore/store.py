@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -171,19 +171,53 @@ class View(Protocol):
 
     def get(self, path: str) -> Node | None: ...
 
+    def owned_by(self, domid: int) -> int:
+        """How many nodes ``domid`` owns as seen here (what its node quota limits)."""
+        ...
+
     def apply(self, changes: list[tuple[str, Node | None]], caller: Caller, quotas: Quotas) -> None: ...
+
+
+class Quota(enum.Enum):
+    """The limits a refusal can be counted against (fixed counter keys)."""
+
+    CONNECTIONS = "connections"
+    WATCHES = "watches"
+    NODES = "nodes"
+    TRANSACTIONS = "transactions"
+    TRANSACTION_NODES = "transaction-nodes"
+    ENTRY_SIZE = "entry-size"
+    PERMS = "perms"
+    OUTSTANDING = "outstanding"
+
+
+class QuotaError(XenstoreError):
+    """A request refused because its domain is over a quota; ``quota`` says which."""
+
+    def __init__(self, quota: Quota, errno_name: str, detail: str = "") -> None:
+        super().__init__(errno_name, detail)
+        self.quota = quota
 
 
 @dataclass
 class Quotas:
-    """Limits for unprivileged domains (xenstored's defaults); dom0 is never limited."""
+    """Limits for unprivileged domains (xenstored's defaults); dom0 is never limited.
+
+    Everything is counted per *domain*, summed over all of its connections, as in
+    xenstored: a guest opening more connections gets no more of anything. xenstored
+    has no connection limit (each guest has one ring); the sim's per-domain sockets
+    need one, or every other quota could be multiplied by reconnecting."""
 
     nodes_per_domain: int = 1000
     entry_size: int = 2048
-    watches_per_connection: int = 128
-    transactions_per_connection: int = 10
+    watches_per_domain: int = 128
+    transactions_per_domain: int = 10
     transaction_nodes: int = 1024
     perms_per_node: int = 5
+    connections_per_domain: int = 8
+    # Requests received but not yet answered; past it the daemon stops reading the
+    # domain's sockets until it catches up (xenstored's quota_req_outstanding).
+    requests_outstanding: int = 20
 
 
 class Store:
@@ -201,6 +235,9 @@ class Store:
 
     def get(self, path: str) -> Node | None:
         return self.nodes.get(path)
+
+    def owned_by(self, domid: int) -> int:
+        return self.owned[domid]
 
     def apply(self, changes: list[tuple[str, Node | None]], caller: Caller, quotas: Quotas) -> None:
         for path, node in changes:
@@ -234,6 +271,8 @@ class TxView:
         self.overlay: dict[str, Node | None] = {}
         self.accessed: set[str] = set()
         self.fires: list[WatchFire] = []
+        # Per domain: nodes owned after the overlay minus nodes owned in the base.
+        self.owned_delta: Counter[int] = Counter()
 
     def get(self, path: str) -> Node | None:
         self.accessed.add(path)
@@ -241,13 +280,22 @@ class TxView:
             return self.overlay[path]
         return self._base.get(path)
 
+    def owned_by(self, domid: int) -> int:
+        # Live count plus this transaction's own changes, so quota checks inside a
+        # transaction see the nodes it has already created.
+        return self._store.owned[domid] + self.owned_delta[domid]
+
     def apply(self, changes: list[tuple[str, Node | None]], caller: Caller, quotas: Quotas) -> None:
         if not caller.privileged:
             touched = len(self.overlay.keys() | {p for p, _ in changes})
             if touched > quotas.transaction_nodes:
-                raise XenstoreError("ENOSPC", "too many nodes in one transaction")
+                raise QuotaError(Quota.TRANSACTION_NODES, "ENOSPC", "too many nodes in one transaction")
         for path, node in changes:
-            self.accessed.add(path)
+            old = self.get(path)
+            if old is not None:
+                self.owned_delta[old.perms[0].domid] -= 1
+            if node is not None:
+                self.owned_delta[node.perms[0].domid] += 1
             self.overlay[path] = node
 
     def conflicts(self) -> bool:
@@ -263,6 +311,16 @@ class TxView:
         return False
 
     def commit(self, caller: Caller, quotas: Quotas) -> None:
+        """Apply the overlay; call only once ``conflicts()`` is False. Every operation
+        checked the node quota against the live tree of its time, but other
+        transactions may have committed since: check again what this one would leave
+        each domain owning (xenstored's transaction_fix_domains)."""
+        if not caller.privileged:
+            # No conflict means every overlay path is as in the base, so the deltas
+            # apply to the live counts unchanged.
+            for domid, delta in self.owned_delta.items():
+                if delta > 0 and self._store.owned[domid] + delta > quotas.nodes_per_domain:
+                    raise QuotaError(Quota.NODES, "ENOSPC", f"domain {domid} would own too many nodes")
         self._store.apply(list(self.overlay.items()), caller, quotas)
 
 
@@ -286,7 +344,6 @@ class OpContext:
     view: View
     caller: Caller
     quotas: Quotas
-    owned: Callable[[int], int]
 
 
 def _nearest_existing(view: View, path: str) -> Node:
@@ -325,11 +382,11 @@ def _apply(ctx: OpContext, changes: list[tuple[str, Node | None]]) -> None:
             if node is None:
                 continue
             if node.entry_size() >= ctx.quotas.entry_size:
-                raise XenstoreError("ENOSPC", f"node {path} too large")
+                raise QuotaError(Quota.ENTRY_SIZE, "ENOSPC", f"node {path} too large")
             if ctx.view.get(path) is None and node.perms[0].domid == caller.domid:
                 new_owned += 1
-        if new_owned and ctx.owned(caller.domid) + new_owned > ctx.quotas.nodes_per_domain:
-            raise XenstoreError("ENOSPC", f"domain {caller.domid} owns too many nodes")
+        if new_owned and ctx.view.owned_by(caller.domid) + new_owned > ctx.quotas.nodes_per_domain:
+            raise QuotaError(Quota.NODES, "ENOSPC", f"domain {caller.domid} owns too many nodes")
     ctx.view.apply(changes, caller, ctx.quotas)
 
 
@@ -434,7 +491,7 @@ def rm(ctx: OpContext, path: str) -> list[WatchFire]:
 
 def set_perms(ctx: OpContext, path: str, perms: Perms) -> list[WatchFire]:
     if not ctx.caller.privileged and len(perms) > ctx.quotas.perms_per_node:
-        raise XenstoreError("ENOSPC", "too many permissions")
+        raise QuotaError(Quota.PERMS, "ENOSPC", "too many permissions")
     node = get_node(ctx, path, Access.WRITE | Access.OWNER)
     if not ctx.caller.privileged and perms[0].domid != node.perms[0].domid:
         raise XenstoreError("EPERM", "only a privileged domain may change a node's owner")
