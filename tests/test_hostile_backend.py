@@ -3,11 +3,15 @@ packet and counts it, or marks the device broken when the response stream is imp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
 from xennet.abi import netif
+from xennet.core.records import MAX_PACKET
+from xennet.netfront.device import NetfrontConfig
+from xennet.packet.pool import Revoke
 from xennet.world.local import LocalWorld
 from xennet.xenbus.states import XenbusState as S
 
@@ -111,3 +115,185 @@ def test_more_responses_than_requests_breaks_the_device(world: LocalWorld) -> No
     assert front.broken and "responses" in (
         world.toolstack.try_read("/local/domain/1/device/vif/0/error") or ""
     )
+
+
+# --- grants the backend keeps mapped, faults mid-poll, forced detach, restarts ---------------
+
+
+def held(w: LocalWorld) -> tuple[int, int, int, int]:
+    a = w.sim.accounting(1)
+    return (a.pages, a.grants, a.maps, a.ports)
+
+
+ZERO = (0, 0, 0, 0)
+
+
+def answer(
+    w: LocalWorld, rsps: list[tuple[int, int, int] | bytes], mapped: tuple[int, ...] = ()
+) -> list[object]:
+    """Like ``respond``, but the backend maps the grants of the requests at ``mapped`` first
+    and keeps them mapped (XSA-396).  Returns the mappings."""
+    vif = w.vif()
+    assert vif.rx is not None
+    ring = vif.rx.ring
+    reqs = [ring.get_request() for _ in rsps]
+    maps = [w.platforms[0].mapper.map(1, [reqs[i].gref], True) for i in mapped]
+    for req, rsp in zip(reqs, rsps, strict=True):
+        if isinstance(rsp, bytes):
+            ring.put_response_bytes(rsp)
+        else:
+            ring.put_response(req.id, *rsp)
+    ring.push_responses()
+    w.platforms[0].evtchn.notify(vif.rx_port)
+    w.pump()
+    return maps
+
+
+@pytest.mark.parametrize(
+    ("rsps", "mapped"),
+    [
+        ([(0, 0, 100)], (0,)),  # a data slot
+        ([(0, netif.NETRXF_more_data, 100), (0, 0, 100)], (1,)),
+        ([(0, netif.NETRXF_extra_info, 100), netif.gso_extra(1448, netif.XEN_NETIF_GSO_TYPE_TCPV4)], (1,)),
+    ],
+    ids=["data", "second-data", "extra-info"],
+)
+def test_a_grant_the_backend_keeps_is_counted_once_and_revoked_once(
+    rsps: list[tuple[int, int, int] | bytes], mapped: tuple[int, ...]
+) -> None:
+    with LocalWorld() as w:
+        front = w.attach(config=NetfrontConfig(grants="per-packet"))
+        maps = answer(w, rsps, mapped)
+        assert errors(w) == {"backend_kept_mapping": 1}
+        assert front.stats.rx_slots_dropped == len(rsps)
+        front.retry_revoke()
+        assert front.pending_revoke == 1  # the page waits; it is not posted again
+        for m in maps:
+            w.platforms[0].mapper.unmap(m)
+        still_works(w)
+        assert front.retry_revoke() == 0
+        w.detach()
+        assert held(w) == ZERO and dict(front.stats.rx_errors) == {"backend_kept_mapping": 1}
+
+
+def test_a_ref_queued_for_revoke_twice_is_ended_once(world: LocalWorld) -> None:
+    world.detach()
+    front = world.attach(config=NetfrontConfig(grants="per-packet"))
+    (m,) = answer(world, [(0, 0, 100)], (0,))
+    assert front.rx is not None
+    (kept,) = front.rx.revoke
+    # a second path queues the same ref (and page) again
+    front.rx.revoke.append(Revoke(list(kept.refs), list(kept.pages), kept.source))
+    front.retry_revoke()
+    assert front.pending_revoke == 1
+    world.platforms[0].mapper.unmap(m)
+    assert front.retry_revoke() == 0  # ended once: no "not in use" on a second try
+    # the ref goes back to the free list once: a grant made now is not ended under us
+    page = world.platforms[1].memory.alloc(0)
+    fresh = [world.platforms[1].grants.grant_access(0, page.frame, True) for _ in range(300)]
+    front.retry_revoke()
+    assert world.platforms[1].grants.end_many(fresh) == []  # all still ours to end
+    world.platforms[1].memory.free(page)
+    world.detach()
+    assert held(world) == ZERO
+
+
+def test_a_fault_mid_poll_frees_the_packets_built_before_it(world: LocalWorld) -> None:
+    front = world.fronts[(1, 0)]
+    vif = world.vif()
+    assert front.rx is not None and vif.rx is not None
+    ring, rx = vif.rx.ring, front.rx
+    for _ in range(10):
+        req = ring.get_request()
+        ring.put_response(req.id, 0, 0, 100)
+    ring.push_responses()
+    check = rx.ring.final_check_for_responses
+
+    def late(*args: object, **kwargs: object) -> bool:
+        # the backend answers again while netfront polls, with an id it never issued
+        rx.ring.final_check_for_responses = check  # type: ignore[method-assign]
+        req = ring.get_request()
+        ring.put_response((req.id + 5) % 256, 0, 0, 60)
+        ring.push_responses()
+        return check(*args, **kwargs)  # type: ignore[arg-type]
+
+    rx.ring.final_check_for_responses = late  # type: ignore[method-assign]
+    world.platforms[0].evtchn.notify(vif.rx_port)
+    world.pump()
+    assert front.broken and front.dev.state == S.Closed
+    assert held(world) == ZERO  # the ten packets built before the fault came back
+    # the bad response itself is never read: it is lost with the connection
+    assert errors(world) == {"device_broken": 10, "unconsumed_at_close": 1}
+    assert front.stats.rx_packets == 0
+    front.reconnect()
+    world.pump()
+    still_works(world)
+    world.detach()
+    assert held(world) == ZERO
+
+
+@pytest.mark.parametrize("remove", ["both", "frontend"])
+def test_a_forced_detach_tears_down_and_logs_once(
+    world: LocalWorld, remove: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    front = world.fronts[(1, 0)]
+    world.send([b"\x02" * 60] * 5)
+    p = world.paths()
+    with caplog.at_level(logging.ERROR, logger="xennet.netfront"):
+        world.toolstack.rm(p.frontend)
+        if remove == "both":
+            world.toolstack.rm(p.backend)
+        world.pump()  # nothing escapes on_watch
+    assert front.tx is None and front.rx is None and front.dev.state == S.Closed
+    assert held(world) == ZERO and front.pending_revoke == 0
+    assert sum("cannot record" in rec.getMessage() for rec in caplog.records) == 1
+
+
+def test_frames_flow_after_a_backend_restart(world: LocalWorld) -> None:
+    front = world.fronts[(1, 0)]
+    vif = world.vif()
+    assert vif.rx is not None
+    req = vif.rx.ring.get_request()
+    vif.rx.ring.put_response((req.id + 5) % 256, 0, 0, 60)  # breaks the device
+    vif.rx.ring.push_responses()
+    world.platforms[0].evtchn.notify(vif.rx_port)
+    world.pump()
+    assert front.broken
+    world.netback.stop()  # the backend restarts: a new vif finds the device and probes it
+    world.pump()
+    world.netback.start()
+    world.pump()
+    assert front.dev.state == S.Connected and world.vif().dev.state == S.Connected
+    assert front.connected and not front.broken
+    world.to_backend.clear()
+    assert world.send([b"\x02" * 60] * 3) == 3
+    assert len(world.to_backend) == 3 and "not_connected" not in front.stats.tx_errors
+    still_works(world)
+
+
+@pytest.mark.parametrize("sizes", [[4096] * 18, [256] + [4096] * 18], ids=["18x4096", "256+18x4096"])
+def test_an_oversize_packet_is_dropped_and_its_buffers_come_back(world: LocalWorld, sizes: list[int]) -> None:
+    more = netif.NETRXF_more_data
+    front = world.fronts[(1, 0)]
+    respond(world, [(0, more, n) for n in sizes[:-1]] + [(0, 0, sizes[-1])])
+    assert sum(sizes) > MAX_PACKET
+    assert errors(world) == {"oversize": 1} and front.stats.rx_slots_dropped == len(sizes)
+    assert front.rx is not None and front.rx.posted == front.rx.fill  # reposted
+    still_works(world)
+    world.detach()
+    assert held(world) == ZERO
+
+
+def test_responses_unread_at_close_are_counted(world: LocalWorld) -> None:
+    front = world.fronts[(1, 0)]
+    vif = world.vif()
+    assert vif.rx is not None
+    ring = vif.rx.ring
+    for _ in range(4):
+        req = ring.get_request()
+        ring.put_response(req.id, 0, 0, 100)
+    ring.push_responses()  # and no event: netfront never reads them
+    front.close()
+    world.pump()
+    assert front.dev.state == S.Closed and errors(world) == {"unconsumed_at_close": 4}
+    assert held(world) == ZERO

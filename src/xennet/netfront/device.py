@@ -101,9 +101,9 @@ class Netfront:
     def on_watch(self, path: str, token: str) -> None:
         if token != self._token:
             return
-        if self._revoke:
-            self.retry_revoke()
         try:
+            if self._revoke:
+                self.retry_revoke()
             self._backend_changed(self.dev.otherend_state())
         except (HandshakeError, XenstoreError, PlatformError) as exc:
             self._fail(f"handshake: {exc}")
@@ -132,6 +132,7 @@ class Netfront:
 
         c = self.config
         d = self.dev
+        self.broken = False  # a new connection: whatever broke the last one is gone with it
         if d.read_other("feature-rx-copy") != "1":
             raise HandshakeError("backend does not offer feature-rx-copy; flipping is not supported")
         split = c.split_event_channels and d.other_feature("feature-split-event-channels")
@@ -215,7 +216,6 @@ class Netfront:
         """After Closed: start the handshake again (the backend answers Initialising with InitWait)."""
         if self.dev.state != XenbusState.Closed:
             raise RuntimeError(f"reconnect from {self.dev.state.name}: close first")
-        self.broken = False
         self.dev.switch_state(XenbusState.Initialising)
         if self.dev.otherend_state() == XenbusState.InitWait:
             self._connect()
@@ -229,10 +229,23 @@ class Netfront:
             self._watching = ""
 
     def _fail(self, message: str) -> None:
-        self.dev.fatal(message)
+        """Stop using the rings for good (until a reconnect).  Never raises: teardown runs
+        whatever xenstore says, for a forced detach may have removed our directory already
+        (every write then fails EACCES)."""
         self.broken = True
+        try:
+            self.dev.fatal(message)
+        except XenstoreError as exc:
+            log.error(
+                "%s: cannot record the failure in xenstore (%s): tearing down anyway", self.dev.nodename, exc
+            )
+            self.dev.state = XenbusState.Closing  # what we would have said
         self._teardown()
-        self.dev.switch_state(XenbusState.Closed)
+        try:
+            self.dev.switch_state(XenbusState.Closed)
+        except XenstoreError:
+            self.dev.state = XenbusState.Closed  # said once above; our directory is gone
+            self.dev.transitions.append(XenbusState.Closed)
 
     def _teardown(self) -> None:
         self.backend_connected = False
@@ -242,14 +255,14 @@ class Netfront:
                 ev.close(port)
         self.tx_port = self.rx_port = -1
         if self.tx is not None:
-            self._revoke += self.tx.teardown()
+            self._keep_revoking(self.tx.teardown())
             self.tx = None
         if self.rx is not None:
-            self._revoke += self.rx.teardown()
+            self._keep_revoking(self.rx.teardown())
             self.rx = None
         for pool in self._pools:
             pool.close()
-            self._revoke += pool.revoke
+            self._keep_revoking(pool.revoke)
             pool.revoke = []
         self._pools = []
         self.pages = None
@@ -261,6 +274,21 @@ class Netfront:
                 sum(len(r.refs) for r in self._revoke),
             )
 
+    def _keep_revoking(self, revokes: list[Revoke]) -> None:
+        """The one place grants the backend still maps wait (XSA-396).  A ref waits here at
+        most once: ending it twice would, once it is ended and granted again, end someone
+        else's live grant."""
+        pending = {ref for rv in self._revoke for ref in rv.refs}
+        for rv in revokes:
+            fresh = [ref for ref in rv.refs if ref not in pending]
+            if len(fresh) < len(rv.refs):
+                log.error("%s: grant refs queued for revoke twice: kept once", self.dev.nodename)
+                if not fresh:
+                    continue  # its pages wait with the entry already queued
+                rv.refs = fresh
+            pending.update(fresh)
+            self._revoke.append(rv)
+
     @property
     def pending_revoke(self) -> int:
         return sum(len(r.refs) for r in self._revoke)
@@ -269,7 +297,7 @@ class Netfront:
         """End the grants the backend held at teardown; free their pages.  Returns refs left."""
         for q in (self.tx, self.rx, *self._pools):
             if q is not None and q.revoke:
-                self._revoke += q.revoke
+                self._keep_revoking(q.revoke)
                 q.revoke = []
         self._revoke = [r for r in self._revoke if not r.retry(self.platform)]
         self.stats.grants_held_by_peer = self.pending_revoke
@@ -338,7 +366,7 @@ class Netfront:
                         self._notify(self.rx_port)
                     if not rx.more:
                         break
-        except DeviceBroken as exc:
+        except (DeviceBroken, PlatformError) as exc:
             for skb in skbs:
                 skb.release()
             self._fail(str(exc))

@@ -25,7 +25,7 @@ from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import Buf, Csum, Skb
 from ..platform.base import Page, Platform
 from ..ring import FrontRing
-from .stats import NetfrontStats
+from .stats import Drop, NetfrontStats
 from .tx import DeviceBroken, Grants
 
 log = logging.getLogger(__name__)
@@ -147,20 +147,29 @@ class RxQueue:
         vec.clear()
         ring = self.ring
         self.more = False
-        while True:
-            if ring.response_overflow():
-                raise DeviceBroken(
-                    f"rx: backend produced {ring.unconsumed_responses()} responses "
-                    f"for {self.posted} posted buffers"
-                )
-            n = ring.unconsumed_responses()
-            if n and vec.npkts < vec.max_pkts:
-                self._batch(n)
-            if vec.npkts >= vec.max_pkts:
-                self.more = True  # a full vector: poll again once it is given back
-                break
-            if not ring.final_check_for_responses():
-                break
+        try:
+            while True:
+                if ring.response_overflow():
+                    raise DeviceBroken(
+                        f"rx: backend produced {ring.unconsumed_responses()} responses "
+                        f"for {self.posted} posted buffers"
+                    )
+                n = ring.unconsumed_responses()
+                if n and vec.npkts < vec.max_pkts:
+                    self._batch(n)
+                if vec.npkts >= vec.max_pkts:
+                    self.more = True  # a full vector: poll again once it is given back
+                    break
+                if not ring.final_check_for_responses():
+                    break
+        except DeviceBroken:
+            # The packets built before the fault are nobody's: their pages go back now (the
+            # slots still posted come back at teardown).
+            self.stats.rx_errors[Drop.DEVICE_BROKEN] += vec.delivered
+            self.stats.rx_packets -= vec.delivered
+            self.stats.rx_bytes -= vec.delivered_bytes
+            self.release(vec)
+            raise
         return vec
 
     def _batch(self, n: int) -> None:
@@ -201,6 +210,7 @@ class RxQueue:
                 )
             if ok < end - start:
                 self._count_errors(base, start, end)
+            vec.npkts = base + end  # built: released with the vector, whatever happens next
             if end == start:
                 raise DeviceBroken("rx: no head page for a received packet")  # out of memory
             start = end
@@ -211,9 +221,10 @@ class RxQueue:
             self._csum_failures(base, base + npkts)
 
     def _end_data_grants(self, npkts: int, cons: int) -> None:
-        """Per-packet grants: end each good packet's data slots before their bytes are read.
-        A packet whose grant the backend still maps is dropped (XSA-396); that buffer goes
-        back through ``_give_back``, which keeps it aside until the backend lets go."""
+        """Per-packet grants: end each good packet's grants (data and extra-info slots) before
+        its bytes are read.  A packet with a grant the backend still maps is dropped and
+        counted once, as that packet's error (XSA-396); its buffers go back through
+        ``_give_back``, which keeps the mapped one aside until the backend lets go."""
         from ..core.pure.codecs import RX_PKT
 
         slots: list[tuple[int, int, int]] = []  # (packet, slot index, ref)
@@ -221,7 +232,7 @@ class RxQueue:
             first, nslots, nextras, error, *_ = RX_PKT.unpack_from(self._pkts, j * r.RX_PKT.size)
             if error:
                 continue
-            for p in [first] + [first + nextras + d for d in range(1, nslots)]:
+            for p in range(first, first + nextras + nslots):
                 idx = (cons + p) & self._mask
                 slots.append((j, idx, self.state.slot(idx)[1]))
         if not slots:
@@ -236,11 +247,15 @@ class RxQueue:
                 self.state.set_slot(idx, self.state.slot(idx)[0], r.NONE32)  # ended: no ref to give back
 
     def _count_errors(self, base: int, start: int, end: int) -> None:
+        from ..core.pure.codecs import RX_PKT
+
         for j in range(start, end):
             p = self.vec.packet(base + j)
             if p.error:
                 reason = r.RX_ERROR_NAMES.get(p.error, str(p.error))
                 self.stats.rx_errors[reason] += 1
+                _f, nslots, nextras, *_ = RX_PKT.unpack_from(self._pkts, j * r.RX_PKT.size)
+                self.stats.rx_slots_dropped += nslots + nextras
                 log.warning("rx: dropping a packet: %s", reason)
 
     def _csum_failures(self, start: int, end: int) -> None:
@@ -296,6 +311,10 @@ class RxQueue:
         return out
 
     def teardown(self) -> list[Revoke]:
+        ring = self.ring
+        if not ring.response_overflow() and ring.unconsumed_responses():
+            # produced and never read: lost with the connection, counted (in slots)
+            self.stats.rx_errors[Drop.UNCONSUMED_AT_CLOSE] += ring.unconsumed_responses()
         out = self.revoke
         self.revoke = []
         refs, frames = [], []

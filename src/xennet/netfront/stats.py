@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from dataclasses import dataclass, field
+
+
+class Drop(enum.StrEnum):
+    """netfront's own reasons to drop (the kernels' are ``RxError``/``TxError``)."""
+
+    DEVICE_BROKEN = "device_broken"  # rx: built in the poll that found the ring impossible
+    UNCONSUMED_AT_CLOSE = (
+        "unconsumed_at_close"  # rx: responses (slots) never read; tx: packets never answered
+    )
+    BACKEND_KEPT_MAPPING = "backend_kept_mapping"  # rx: an extra-info slot's grant (its packet went on)
 
 
 @dataclass
@@ -24,6 +35,7 @@ class NetfrontStats:
     rx_errors: Counter[str] = field(default_factory=Counter)
     rx_buffers_posted: int = 0
     rx_slots: int = 0
+    rx_slots_dropped: int = 0  # slots (data and extra) of packets dropped with an rx error
     rx_gso_packets: int = 0  # arrived with a GSO extra
     notifications_sent: int = 0
     events: int = 0

@@ -41,7 +41,7 @@ from ..packet.skb import (
 from ..platform.base import PAGE_SIZE, Platform
 from ..ring import FrontRing
 from .slotpolicy.policies import TooManySlotsPolicy
-from .stats import NetfrontStats
+from .stats import Drop, NetfrontStats
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +411,8 @@ class TxQueue:
 
     def teardown(self) -> list[Revoke]:
         """Free what is ours; returns what the backend may still map, to be revoked later."""
+        if self.in_flight:
+            self.stats.tx_errors[Drop.UNCONSUMED_AT_CLOSE] += self.in_flight  # never answered
         out = self.revoke
         self.revoke = []
         st = self.state
