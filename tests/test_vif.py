@@ -264,12 +264,25 @@ def test_header_split_over_many_tiny_slots_is_pulled_whole(world: LocalWorld) ->
     assert heads == [120]
 
 
-def test_19_slots_get_error_responses_but_no_disconnect(world: LocalWorld) -> None:
+@pytest.mark.parametrize(
+    ("nslots", "outcome"),
+    [(18, "okay"), (19, "okay"), (20, "error"), (21, "error"), (22, "disconnect")],
+)
+def test_slot_count_boundaries_are_linux_netbacks(world: LocalWorld, nslots: int, outcome: str) -> None:
+    """Linux counts the slots after the first against 18 (drop) and fatal_skb_slots = 20
+    (fatal), checking before it reads each: 19 slots are taken, 20-21 refused, 22 fatal."""
     world.attach()
-    rsps = _raw_tx(world, [(19 * 60, 0, 1)] + [(60, 0, 2 + i) for i in range(18)])
+    rsps = _raw_tx(world, [(nslots * 60, 0, 1)] + [(60, 0, 2 + i) for i in range(nslots - 1)])
     vif = world.vif()
-    assert vif.connected and vif.stats.tx_errors["too_many_slots"] == 1
-    assert sorted(rsps) == [(i, netif.NETIF_RSP_ERROR) for i in range(1, 20)]
+    if outcome == "disconnect":
+        assert not vif.connected and vif.stats.fatal["too_many_slots"] == 1
+        assert rsps == [] and held(world)[0] == ZERO
+        return
+    assert vif.connected and not vif.stats.fatal
+    status = netif.NETIF_RSP_OKAY if outcome == "okay" else netif.NETIF_RSP_ERROR
+    assert sorted(rsps) == [(i, status) for i in range(1, nslots + 1)]
+    assert vif.stats.tx_errors["too_many_slots"] == (outcome == "error")
+    assert vif.stats.tx_packets == (outcome == "okay")
 
 
 def test_endless_more_data_chain_is_fatal(world: LocalWorld) -> None:
@@ -349,3 +362,44 @@ def test_backend_responses_for_unknown_ids_break_the_frontend(world: LocalWorld)
     world.pump()
     assert front.broken and front.dev.state == S.Closed
     assert held(world)[1] == ZERO
+
+
+@pytest.mark.parametrize("posted", [0, 1])
+def test_rx_stall_log_says_how_long_and_how_many_slots(
+    world: LocalWorld, posted: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XSA-392: the line names the time without progress (not "0 s" for a 0.2 s limit) and
+    the slots posted against those the head packet needs (not "not posted" when some are)."""
+    front = world.attach()
+    assert front.rx is not None
+    _mute_frontend(world)
+    vif = world.vif()
+    rx = vif.rx
+    assert rx is not None
+    now = [1000.0]
+    rx.clock = lambda: now[0]
+    rx.stall_timeout_s = 0.2
+    while rx.ring.unconsumed_requests():  # the guest's posted buffers get used up
+        assert vif.send_frame(frames(1, 1000)[0])
+        vif.kick_rx()
+    p1 = world.platforms[1]
+    page = p1.memory.alloc(0)
+    ref = p1.grants.grant_access(0, page.frame, readonly=False)
+    for _ in range(front.rx.ring.unconsumed_responses()):
+        front.rx.ring.get_response()  # room to post again
+    for i in range(posted):  # fewer buffers than a two-slot packet needs
+        front.rx.ring.put_request(500 + i, ref)
+    front.rx.ring.push_requests()
+    assert vif.send_frame(bytes(14) + bytes(range(256)) * 24)  # 6158 bytes: two rx slots
+    vif.kick_rx()
+    assert rx.queued == 1
+    now[0] += 0.25
+    with caplog.at_level(logging.ERROR, logger="xennet.netback.rx"):
+        vif.kick_rx()
+    lines = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert len(lines) == 1 and vif.stats.rx_stalls == 1
+    want = "none are posted" if posted == 0 else "only 1 is posted"
+    assert f"needs 2 rx slots and {want}" in lines[0], lines[0]
+    assert "for 250 ms (limit 200 ms)" in lines[0], lines[0]
+    assert p1.grants.end_access(ref)
+    p1.memory.free(page)

@@ -19,6 +19,11 @@ NONE32 = 0xFFFFFFFF  # "no frame", "no tag", "no ref"
 PAGE_SIZE = 4096
 RING_OFFSET = 64  # the shared ring header (abi.ring.RING_OFFSET)
 MAX_PACKET = 0xFFFF  # a packet's size rides in the first slot's u16 size field
+# The smallest gso_size netback takes.  Whoever segments a GSO packet (a port without TSO,
+# the pcap writer) pays per segment, so the size floor is what bounds a packet's cost: at
+# most ceil(65535 / 88) = 745 segments.  88 is Linux's TCP_MIN_MSS, the least MSS a Linux
+# socket can be set to; real senders use hundreds of bytes (536 by default, RFC 1122).
+GSO_MIN_SIZE = 88
 
 # --- a packet vector: packets as ranges of pieces -------------------------------------------
 
@@ -190,6 +195,8 @@ class TxError(enum.IntEnum):
     RUNT = 3
     GRANT_COPY = 4  # a copy of the packet failed: see the GNTST counter
     NO_MEMORY = 5  # no page for the packet
+    GSO_SIZE_TOO_SMALL = 6  # gso_size under GSO_MIN_SIZE: too many segments per packet
+    BAD_GSO_HEADERS = 7  # a GSO packet that is not TCP over the IP version its type names
 
 
 class TxFatal(enum.IntEnum):

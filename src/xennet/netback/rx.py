@@ -20,7 +20,6 @@ from collections.abc import Callable
 from itertools import accumulate
 
 from ..abi import netif
-from ..abi.grant_table import GNTST_NAMES
 from ..core import kernels
 from ..core import records as r
 from ..core.types import Buffer
@@ -32,7 +31,7 @@ from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
 from .rxpolicy.admission import admission_policy
 from .rxpolicy.packing import packing_policy
-from .stats import VifStats
+from .stats import VifStats, grant_error_key
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +340,7 @@ class RxQueue:
         for j in range(npk):
             p = self.q.packet(self.head + j)
             if st[j]:
-                self.stats.rx_dropped[f"grant_copy: {GNTST_NAMES.get(st[j], st[j])}"] += 1
+                self.stats.rx_dropped[grant_error_key("grant_copy", st[j])] += 1
             elif (not p.npieces or not p.len) and not p.error:
                 self.stats.rx_dropped["empty"] += 1
 
@@ -371,16 +370,17 @@ class RxQueue:
             self.head = 0
 
     def _stalled(self, posted: int, needed: int) -> None:
-        what = (
-            "has not posted any rx buffers"
-            if posted == 0
-            else f"has posted {posted} rx buffers, the packet at the head needs {needed}"
+        posted_text = (
+            "none are posted" if posted == 0 else f"only {posted} {'is' if posted == 1 else 'are'} posted"
         )
         log.error(
-            "rx: guest domain %d %s for %.1f s: dropping %d queued packets, carrier off",
+            "rx: guest domain %d stalled: the packet at the head of the queue needs %d rx slots and %s;"
+            " nothing delivered for %s (limit %s): dropping %d queued packets, carrier off",
             self.front_domid,
-            what,
-            self.clock() - self._last_progress,
+            needed,
+            posted_text,
+            _duration(self.clock() - self._last_progress),
+            _duration(self.stall_timeout_s),
             self.queued,
         )
         self.stats.rx_stalls += 1
@@ -410,3 +410,8 @@ class RxQueue:
 
     def teardown(self) -> None:
         self._drop_all("disconnected")
+
+
+def _duration(seconds: float) -> str:
+    """A log's duration: milliseconds under a second (a 0.2 s timeout must not read "0 s")."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"

@@ -20,17 +20,19 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..abi import netif
-from ..abi.grant_table import DOMID_SELF, GNTST_NAMES
+from ..abi.grant_table import DOMID_SELF
 from ..core import kernels
 from ..core import records as r
 from ..core.pure.codecs import TX_PKT
 from ..core.vec import Packet, PacketVec
+from ..packet.frames import MAX_HEADER_LEN
+from ..packet.gso import GsoError, check_headers
 from ..packet.pool import PoolPages
 from ..packet.skb import MAX_SKB_FRAGS, Buf, Csum, Foreign, Skb
 from ..platform.base import Mapping, Page, Platform, PlatformError
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
-from .stats import VifStats
+from .stats import RateLimitedLog, VifStats, grant_error_key
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,22 @@ ENTRY = 12
 MAX_BATCH = 256  # requests per batch: one ring's worth
 SEG_CAP = 4 * MAX_BATCH  # grant copies a batch can need: a head pull and staging per slot
 PIECE_CAP = 4 * MAX_BATCH
+MCAST_MAX = 64  # multicast addresses a frontend may subscribe (Linux: XEN_NETBK_MCAST_MAX)
 
 
 @dataclass(frozen=True)
 class TxLimits:
-    max_slots: int = netif.XEN_NETIF_NR_SLOTS_MIN  # more gets error responses
-    fatal_slots: int = 20  # this many or more disconnects the frontend (fatal_skb_slots)
+    """How many slots one packet may use, counted in total (its first slot included).
+
+    The defaults are where Linux netback really draws the lines.  ``xenvif_count_requests``
+    counts only the slots after the first, and checks that count before reading each further
+    slot: a packet is refused once it would read a slot beyond XEN_NETBK_LEGACY_SLOTS_MAX
+    (18) and is fatal once beyond ``fatal_skb_slots`` (20).  In total slots: up to 19 are
+    taken, 20 and 21 get error responses, 22 or more disconnect the frontend.  (A netfront
+    sends at most XEN_NETIF_NR_SLOTS_MIN = 18; Linux takes one more.)"""
+
+    max_slots: int = netif.XEN_NETIF_NR_SLOTS_MIN + 1  # a packet of more slots gets error responses
+    fatal_slots: int = 21  # a packet of more slots disconnects the frontend (fatal_skb_slots + 1)
     copy_len: int = 128  # bytes pulled into the linear head (XEN_NETBACK_TX_COPY_LEN)
     data: Literal["copy", "map"] = "copy"
 
@@ -63,7 +75,7 @@ def _fatal_message(code: int, a: int, b: int) -> str:
     details: dict[int, str] = {
         r.TxFatal.MISSING_EXTRA_INFO: "extra info announced but not produced",
         r.TxFatal.BAD_EXTRA_TYPE: f"invalid extra type {a} (or an endless extra info chain)",
-        r.TxFatal.TOO_MANY_SLOTS: f"packet uses {a}+ slots",
+        r.TxFatal.TOO_MANY_SLOTS: f"packet uses {a} or more slots",
         r.TxFatal.TRUNCATED_PACKET: "packet continues past the produced requests",
         r.TxFatal.SLOT_CROSSES_PAGE: f"slot offset {a} + size {b} crosses the page",
         r.TxFatal.GSO_SIZE_ZERO: "GSO size must not be zero",
@@ -112,7 +124,8 @@ class TxQueue:
         self.ring: BackRing[netif.TxRequest, netif.TxResponse] = BackRing(
             ring_map.view, netif.TX_REQUEST, netif.TX_RESPONSE, netif.TxRequest, netif.TxResponse
         )
-        self.mcast: set[bytes] = set()  # addresses the frontend subscribed to (multicast control)
+        self.mcast: set[bytes] = set()  # addresses the frontend subscribed to, at most MCAST_MAX
+        self.log = RateLimitedLog(log)  # what a guest does wrong, without flooding the log
         self.closed = False  # after teardown a late release must not touch the (unmapped) ring
         self._notify_pending = False
         n = self.ring.nr_ents
@@ -168,6 +181,9 @@ class TxQueue:
             self._account_exceptions(npkts)
         if kernels.csum_setup(vec.pkts, vec.pieces, 0, npkts, self.pages.view):
             self._count_csum_failures(npkts)
+        if gso:
+            refused_gso, rbytes, rslots = self._check_gso(npkts)
+            ok, nbytes, nslots, gso = ok - refused_gso, nbytes - rbytes, nslots - rslots, gso - refused_gso
         st = self.stats
         if self.limits.data == "map":
             ok, nbytes, nslots, gso = self._map_packets(batch, npkts)
@@ -226,15 +242,63 @@ class TxQueue:
                 self._pkts, j * r.TX_PKT.size
             )
             if kind == r.TXK_MCAST_ADD:
-                self.mcast.add(bytes(mc))
                 self.stats.mcast_ops += 1
+                if len(self.mcast) >= MCAST_MAX and bytes(mc) not in self.mcast:
+                    # a full table: refused, as Linux does (the guest cannot grow it without bound)
+                    self.stats.tx_errors["mcast_table_full"] += 1
+                    self.log.warning(
+                        "mcast", "tx: domain %d: multicast table full (%d)", self.front_domid, MCAST_MAX
+                    )
+                    rr = memoryview(self._rsp_ranges).cast("I")
+                    kernels.netback_tx_set_status(self._rsps, rr[2 * j], rr[2 * j + 1], netif.NETIF_RSP_ERROR)
+                    continue
+                self.mcast.add(bytes(mc))
             elif kind == r.TXK_MCAST_DEL:
                 self.mcast.discard(bytes(mc))
                 self.stats.mcast_ops += 1
             elif st[j]:
-                self.stats.tx_errors[f"grant_copy: {GNTST_NAMES.get(st[j], st[j])}"] += 1
+                key = grant_error_key("grant_copy", st[j])
+                self.stats.tx_errors[key] += 1
+                self.log.warning(key, "tx: domain %d: a grant copy failed: %s", self.front_domid, key)
             elif error:
-                self.stats.tx_errors[r.TX_ERROR_NAMES[error]] += 1
+                name = r.TX_ERROR_NAMES[error]
+                self.stats.tx_errors[name] += 1
+                self.log.warning(name, "tx: domain %d: packet refused: %s", self.front_domid, name)
+
+    def _check_gso(self, npkts: int) -> tuple[int, int, int]:
+        """GSO packets must be TCP over the IP version their type names, headers complete in
+        the bytes we pulled (Linux drops a GSO packet whose checksum_setup fails): whatever
+        segments them later (a port, the capture) must never meet one it cannot cut.  A packet
+        that is not is refused with error responses.  Returns (packets, bytes, slots) refused."""
+        vec = self.vec
+        rr = memoryview(self._rsp_ranges).cast("I")
+        mem = self.pages.view
+        refused = nbytes = nslots = 0
+        for j in range(npkts):
+            p = vec.packet(j)
+            if not p.gso_size or not p.npieces or p.error:
+                continue
+            head = bytearray()
+            for pc in vec.pieces_of(j):
+                if pc.domid != DOMID_SELF or pc.flags & r.PIECE_RUN or len(head) >= MAX_HEADER_LEN:
+                    break  # a mapped piece is the guest's: headers must be in what we pulled
+                base = pc.frame * r.PAGE_SIZE + pc.offset
+                head += mem[base : base + min(pc.len, MAX_HEADER_LEN - len(head))]
+            try:
+                check_headers(head, p.len, p.gso_type)
+                continue
+            except GsoError as exc:
+                name = r.TX_ERROR_NAMES[r.TxError.BAD_GSO_HEADERS]
+                self.stats.tx_errors[name] += 1
+                self.log.warning(name, "tx: domain %d: GSO packet refused: %s", self.front_domid, exc)
+            kernels.netback_tx_set_status(self._rsps, rr[2 * j], rr[2 * j + 1], netif.NETIF_RSP_ERROR)
+            kernels.vec_release(vec.pkts, vec.pieces, j, 1, self.pages.pool.buf, None, vec.tags)
+            self.pages.given_back()
+            vec.set_packet(j, Packet(p.piece0, 0, 0, 0, j, 0, 0, r.TxError.BAD_GSO_HEADERS, 0, 0))
+            refused += 1
+            nbytes += p.len
+            nslots += TX_PKT.unpack_from(self._pkts, j * r.TX_PKT.size)[1]
+        return refused, nbytes, nslots
 
     def _count_csum_failures(self, npkts: int) -> None:
         for j in range(npkts):
@@ -300,8 +364,9 @@ class TxQueue:
             try:
                 skb, maps, frames = self._mapped_skb(vec, j)
             except PlatformError as exc:
-                self.stats.tx_errors[f"map: {GNTST_NAMES.get(exc.status or 0, 'error')}"] += 1
-                log.warning("tx: cannot map a slot of domain %d: %s", self.front_domid, exc)
+                key = grant_error_key("map", exc.status)
+                self.stats.tx_errors[key] += 1
+                self.log.warning(key, "tx: cannot map a slot of domain %d: %s", self.front_domid, exc)
                 kernels.netback_tx_set_status(self._rsps, first, count, netif.NETIF_RSP_ERROR)
                 kernels.vec_release(vec.pkts, vec.pieces, j, 1, self.pages.pool.buf, None, vec.tags)
                 self._publish(first, count)

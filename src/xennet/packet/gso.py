@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable
 
 from ..platform.base import MAX_ORDER, PAGE_SIZE, Page
 from .cb import get_headroom
-from .csum import IPPROTO_TCP, ipv4_header_checksum, l4_checksum
+from .csum import IPPROTO_TCP, BytesLike, ipv4_header_checksum, l4_checksum
 from .frames import MAX_HEADER_LEN, TCP_CWR, TCP_FIN, TCP_PSH, FrameError, Headers, parse_l3l4
 from .skb import GSO_TCPV4, GSO_TCPV6, Buf, Csum, Foreign, PageSource, Skb
 
-__all__ = ["GsoError", "Segments", "segment", "segment_to_fit", "split_size"]
+__all__ = ["GsoError", "Segments", "check_headers", "segment", "segment_to_fit", "split_size"]
 
 
 class GsoError(ValueError):
@@ -51,18 +51,27 @@ def _order_for(size: int) -> int:
     return order
 
 
-def _headers(skb: Skb) -> tuple[Headers, bytes]:
+def check_headers(head: BytesLike, length: int, gso_type: int) -> Headers:
+    """The headers of a packet of ``length`` bytes from its first bytes ``head``, as GSO needs
+    them: TCP over the IP version ``gso_type`` names, complete within ``head``, and IP lengths
+    that agree with ``length``.  Anything else raises ``GsoError``.  netback applies the
+    same rule to what a guest sends, so nothing downstream is handed a packet it cannot cut."""
     try:
-        h = parse_l3l4(skb.read(0, min(skb.len, MAX_HEADER_LEN)), headers_only=True)
+        h = parse_l3l4(head, headers_only=True)
     except FrameError as e:
         raise GsoError(f"cannot segment: {e}") from None
     if h.l4_proto != IPPROTO_TCP:
         raise GsoError("cannot segment: not TCP (only TCPv4/TCPv6 segmentation keeps the stream intact)")
-    if h.frame_len != skb.len:
-        raise GsoError(f"cannot segment: the IP header says {h.frame_len} bytes, the skb has {skb.len}")
-    want = {GSO_TCPV4: 4, GSO_TCPV6: 6}.get(skb.gso_type)
+    if h.frame_len != length:
+        raise GsoError(f"cannot segment: the IP header says {h.frame_len} bytes, the packet has {length}")
+    want = {GSO_TCPV4: 4, GSO_TCPV6: 6}.get(gso_type)
     if want is not None and want != h.ip_version:
         raise GsoError(f"cannot segment: gso_type says TCPv{want}, the packet is IPv{h.ip_version}")
+    return h
+
+
+def _headers(skb: Skb) -> tuple[Headers, bytes]:
+    h = check_headers(skb.read(0, min(skb.len, MAX_HEADER_LEN)), skb.len, skb.gso_type)
     return h, skb.read(0, h.payload_off)
 
 

@@ -115,6 +115,8 @@ int xn_netback_tx_assemble(struct xn_buf reqs, uint32_t n, uint32_t max_slots, u
                 FATAL(XN_TXF_GSO_SIZE_ZERO, 0, 0);
             if (gso_type != XN_GSO_TCPV4 && gso_type != XN_GSO_TCPV6)
                 FATAL(XN_TXF_BAD_GSO_TYPE, gso_type, 0);
+            if (error == XN_TXE_OK && gso_size < XN_GSO_MIN_SIZE)
+                error = XN_TXE_GSO_SIZE_TOO_SMALL;
         }
         rec.nslots = (uint16_t)count;
         rec.error = error;

@@ -43,6 +43,7 @@
 #define XN_EXTRA_FLAG_MORE 1u
 #define XN_GSO_TCPV4 1u
 #define XN_GSO_TCPV6 2u
+#define XN_GSO_MIN_SIZE 88u /* records.GSO_MIN_SIZE: segments per packet stay bounded */
 #define XN_RSP_DROPPED (-2)
 #define XN_RSP_ERROR (-1)
 #define XN_RSP_OKAY 0
@@ -199,6 +200,8 @@ enum {
     XN_TXE_RUNT,
     XN_TXE_GRANT_COPY,
     XN_TXE_NO_MEMORY,
+    XN_TXE_GSO_SIZE_TOO_SMALL,
+    XN_TXE_BAD_GSO_HEADERS,
     XN_TXE_COUNT
 };
 enum {

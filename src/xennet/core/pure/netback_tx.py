@@ -5,9 +5,11 @@ Assembly (``tx_assemble``) is a pure function, the shape of MirageOS's ``assembl
 packet is its first slot, the extra-info chain, then data slots while ``more_data``.
 
 * more than ``max_slots`` slots: the packet is answered with errors (TOO_MANY_SLOTS);
-  ``fatal_slots`` or more: the frontend is hostile and is disconnected;
+  more than ``fatal_slots``: the frontend is hostile and is disconnected (the check comes
+  before each further slot is read, so assembly never reads past slot ``fatal_slots + 1``);
 * a slot with offset + size > 4096, a bad extra type, a zero GSO size or a GSO type that is
   neither TCPv4 nor TCPv6: fatal;
+* a GSO size under ``GSO_MIN_SIZE``: errors (it would cost whoever segments it too much);
 * a packet whose slots hold more than its first slot says, or under 14 bytes: errors;
 * zero-size slots are answered OKAY and never touched (XSA-448).
 
@@ -131,6 +133,8 @@ def netback_tx_assemble(
                 return start, npkts, F.GSO_SIZE_ZERO, 0, 0
             if gso_type not in (netif.XEN_NETIF_GSO_TYPE_TCPV4, netif.XEN_NETIF_GSO_TYPE_TCPV6):
                 return start, npkts, F.BAD_GSO_TYPE, gso_type, 0
+            if error == E.OK and gso_size < r.GSO_MIN_SIZE:
+                error = E.GSO_SIZE_TOO_SMALL
         TX_PKT.pack_into(
             o, npkts * r.TX_PKT.size, start, count, nextras, error, size, first_size, flags,
             gso_size, gso_type, r.TXK_DATA, bytes(6), 0,
