@@ -297,3 +297,13 @@ def test_responses_unread_at_close_are_counted(world: LocalWorld) -> None:
     world.pump()
     assert front.dev.state == S.Closed and errors(world) == {"unconsumed_at_close": 4}
     assert held(world) == ZERO
+
+
+def test_removing_both_directories_leaves_no_node_behind(world: LocalWorld) -> None:
+    """The vif sees the frontend vanish after its own directory is gone: writing Closing then
+    would create the backend's node again and keep a dead vif probed."""
+    p = world.paths()
+    world.toolstack.rm(p.frontend)
+    world.toolstack.rm(p.backend)
+    world.pump()
+    assert world.toolstack.try_read(p.backend) is None and not world.netback.vifs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,9 +12,11 @@ from ..packet.pool import PoolPages
 from ..packet.skb import PageSource, Skb, build_skb, linear_layout
 from ..platform.base import Mapping, PeerGone, Platform, PlatformError
 from ..xenbus.device import HandshakeError, XenbusDevice
+from ..xenbus.handshake import Event, Runner
 from ..xenbus.states import XenbusState
 from ..xenstore.client import XenstoreClient, XenstoreError
 from .errors import FatalFrontendError
+from .handshake import TABLE, Action
 from .rx import RxQueue
 from .stats import VifStats
 from .tx import TxBatch, TxLimits, TxQueue
@@ -75,6 +78,14 @@ class Vif:
         self._token = f"netback:{nodename}"
         self._watches: list[str] = []
         self.removed = False
+        self._handshake = Runner(
+            self.name,
+            TABLE,
+            self.dev,
+            self._perform,
+            self._refused,
+            (HandshakeError, XenstoreError, PlatformError),
+        )
 
     @property
     def name(self) -> str:
@@ -118,33 +129,43 @@ class Vif:
         if token != self._token:
             return
         try:
-            if path == f"{self.dev.nodename}/online":
-                if self.dev.read("online") == "0" and self.dev.state != XenbusState.Closed:
-                    self._disconnect()
-                    self.dev.switch_state(XenbusState.Closing)
-                    self.dev.switch_state(XenbusState.Closed)
+            if self.dev.gone():
+                # the toolstack removed us: a state write now would create the node again
+                self._handshake.handle(Event.DETACHED)
                 return
-            self._frontend_changed(self.dev.otherend_state())
-        except (HandshakeError, XenstoreError, PlatformError) as exc:
+            # online=0 from the toolstack outranks whatever the frontend says: no reconnect
+            offline = self.dev.read("online") == "0"
+            if path == f"{self.dev.nodename}/online" and not offline:
+                return
+            event = Event.OFFLINE if offline else self.dev.peer_event()
+        except (XenstoreError, PlatformError) as exc:
             self._fail("handshake", f"handshake: {exc}")
+            return
+        self._handshake.handle(event)
 
-    def _frontend_changed(self, state: XenbusState) -> None:
-        me = self.dev.state
-        if state in (XenbusState.Initialised, XenbusState.Connected):
-            if me == XenbusState.InitWait:
-                self._connect()
-                self.dev.switch_state(XenbusState.Connected)
-        elif state == XenbusState.Initialising and me == XenbusState.Closed:
-            if self.dev.read("online") != "0":
-                self.dev.switch_state(XenbusState.InitWait)  # the frontend came back: accept a reconnect
-        elif state == XenbusState.Closing:
+    def _perform(self, action: enum.Enum, message: str, reason: str) -> None:
+        """One effect of a handshake transition (the table is in ``handshake.py``)."""
+        if action == Action.CONNECT:
+            self._connect()
+        elif action == Action.DISCONNECT:
             self._disconnect()
-            self.dev.switch_state(XenbusState.Closing)
-        elif state in (XenbusState.Closed, XenbusState.Unknown):
-            self._disconnect()
-            if me != XenbusState.Closed:
-                self.dev.switch_state(XenbusState.Closing)
-                self.dev.switch_state(XenbusState.Closed)
+        elif action == Action.RECORD_ERROR:
+            self.stats.fatal[reason] += 1
+            self.dev.record_error(message)
+        elif action == Action.PEER_GONE:
+            if not self.stats.fatal["peer_gone"]:  # one line and one count per death
+                log.error("%s: frontend domain %d is gone; disconnecting", self.name, self.front_domid)
+                self.stats.fatal["peer_gone"] += 1
+        elif action == Action.STOP_WATCHING:
+            for path in self._watches:
+                try:
+                    self.xs.unwatch(path, self._token)
+                except XenstoreError:
+                    pass
+            self._watches.clear()
+
+    def _refused(self) -> None:
+        self.stats.handshake_refused += 1
 
     def _connect(self) -> None:
         d = self.dev
@@ -226,28 +247,15 @@ class Vif:
         self._fail(reason, message)
 
     def _fail(self, reason: str, message: str) -> None:
-        self.stats.fatal[reason] += 1
-        self._disconnect()
-        self.dev.fatal(message)
+        self._handshake.handle(Event.FATAL, message, reason)
 
     def frontend_died(self) -> None:
         """The frontend's domain is gone: release what it gave us; nobody is left to handshake with."""
-        if not self.stats.fatal["peer_gone"]:  # one line and one count per death
-            log.error("%s: frontend domain %d is gone; disconnecting", self.name, self.front_domid)
-            self.stats.fatal["peer_gone"] += 1
-        self._disconnect()
-        self.dev.switch_state(XenbusState.Closing)
-        self.dev.switch_state(XenbusState.Closed)
+        self._handshake.handle(Event.RELEASED)
 
     def remove(self) -> None:
-        """The toolstack removed our directory: drop the device."""
-        self._disconnect()
-        for path in self._watches:
-            try:
-                self.xs.unwatch(path, self._token)
-            except XenstoreError:
-                pass
-        self._watches.clear()
+        """The toolstack removed our directory (or the backend stops): drop the device."""
+        self._handshake.handle(Event.DETACHED)
         self.removed = True
 
     # --- data path ------------------------------------------------------------

@@ -77,6 +77,7 @@ class VifStats:
     events: int = 0
     spurious_events: int = 0
     fatal: Counter[str] = field(default_factory=Counter)  # why the frontend was disconnected
+    handshake_refused: int = 0  # (state, event) pairs not in netback/handshake.py's table
 
     def as_dict(self) -> dict[str, object]:
         return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()}

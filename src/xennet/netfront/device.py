@@ -7,6 +7,7 @@ file descriptors lives in ``xennet.world``.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import PageSource, Skb
 from ..platform.base import PeerGone, Platform, PlatformError
 from ..xenbus.device import HandshakeError, XenbusDevice
+from ..xenbus.handshake import Event, Runner
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenstore.client import XenstoreClient, XenstoreError
+from .handshake import TABLE, Action
 from .rx import RxQueue
 from .stats import NetfrontStats
 from .tx import DeviceBroken, Grants, TxFeatures, TxQueue
@@ -74,7 +77,15 @@ class Netfront:
         self.broken = False
         self._revoke: list[Revoke] = []  # grants the backend still maps (XSA-396)
         self._token = f"netfront:{nodename}"
-        self._watching = ""
+        self._watching: list[str] = []
+        self._handshake = Runner(
+            nodename,
+            TABLE,
+            self.dev,
+            self._perform,
+            self._refused,
+            (HandshakeError, XenstoreError, PlatformError),
+        )
 
     @classmethod
     def for_vif(
@@ -85,7 +96,8 @@ class Netfront:
     # --- xenbus -------------------------------------------------------------
 
     def start(self) -> None:
-        """Find the backend our toolstack named and watch its state (probe)."""
+        """Find the backend our toolstack named and watch its state (probe).  Also our own
+        ``state``: it vanishing is how a toolstack detach reaches us."""
         backend = self.dev.read("backend")
         backend_id = self.dev.read("backend-id")
         if not backend or backend_id is None or not backend_id.strip().isdigit():
@@ -95,8 +107,9 @@ class Netfront:
         self.dev.adopt_state(XenbusState.parse(self.dev.read("state")))
         if self.dev.state != XenbusState.Initialising:
             self.dev.switch_state(XenbusState.Initialising)
-        self._watching = f"{self.dev.otherend}/state"
-        self.xs.watch(self._watching, self._token)  # fires once now: handled in on_watch
+        self._watching = [f"{self.dev.otherend}/state", f"{self.dev.nodename}/state"]
+        for path in self._watching:
+            self.xs.watch(path, self._token)  # fires once now: handled in on_watch
 
     def on_watch(self, path: str, token: str) -> None:
         if token != self._token:
@@ -104,28 +117,39 @@ class Netfront:
         try:
             if self._revoke:
                 self.retry_revoke()
-            self._backend_changed(self.dev.otherend_state())
-        except (HandshakeError, XenstoreError, PlatformError) as exc:
+            if path == f"{self.dev.nodename}/state" and self.dev.gone():
+                if self.dev.state != XenbusState.Closed or self.tx is not None:
+                    log.error(
+                        "%s: our directory is gone (toolstack detach): cannot record our state; "
+                        "tearing down anyway",
+                        self.dev.nodename,
+                    )
+                self._handshake.handle(Event.DETACHED)
+                return
+            event = self.dev.peer_event()
+        except (XenstoreError, PlatformError) as exc:
             self._fail(f"handshake: {exc}")
+            return
+        message = f"backend is gone: {self.dev.otherend} vanished from xenstore"
+        if event == Event.PEER_UNKNOWN:
+            message = f"backend {self.dev.otherend} says state Unknown under a connection"
+        self._handshake.handle(event, message)
 
-    def _backend_changed(self, state: XenbusState) -> None:
-        me = self.dev.state
-        if state == XenbusState.InitWait and me == XenbusState.Initialising:
+    def _perform(self, action: enum.Enum, message: str, _reason: str) -> None:
+        """One effect of a handshake transition (the table is in ``handshake.py``)."""
+        if action == Action.CONNECT:
             self._connect()
-        elif state == XenbusState.Connected and me == XenbusState.Connected:
+        elif action == Action.PEER_CONNECTED:
             self.backend_connected = True
-        elif state in (XenbusState.Closing, XenbusState.Closed) and me not in (
-            XenbusState.Closed,
-            XenbusState.Initialising,
-        ):
+        elif action == Action.TEARDOWN:
             self._teardown()
-            self.dev.switch_state(XenbusState.Closed)
-        elif state == XenbusState.InitWait and me == XenbusState.Closed:
-            self.dev.switch_state(XenbusState.Initialising)  # the backend is ready again: reconnect
-            self._connect()
-        elif state == XenbusState.Unknown and me not in (XenbusState.Closed, XenbusState.Initialising):
-            # the backend's directory vanished under a live connection: it died or was torn away
-            self._fail(f"backend is gone: {self.dev.otherend} vanished from xenstore")
+        elif action == Action.RECORD_ERROR:
+            self.broken = True
+            self.dev.record_error(message)
+        elif action == Action.FOLLOW_PEER:
+            self._handshake.handle(self.dev.peer_event(), f"backend is gone: {self.dev.otherend} vanished")
+        elif action == Action.STOP_WATCHING:
+            self.stop_watching()
 
     def _connect(self) -> None:
         from .slotpolicy import policy_for
@@ -198,54 +222,31 @@ class Netfront:
                 if t.commit():
                     break
         self.rx.refill()
-        self.dev.switch_state(XenbusState.Initialised)
-        # Like Linux netfront we are ready once published; the backend connects on seeing this.
-        self.dev.switch_state(XenbusState.Connected)
-        if self.dev.otherend_state() == XenbusState.Connected:
-            self.backend_connected = True
+        # Like Linux netfront we are ready once published (the table writes Initialised and
+        # Connected next); the backend connects on seeing them.
 
     def close(self) -> None:
         """Start an orderly disconnect: Closing; teardown follows when the backend has let go."""
-        if self.dev.state in (XenbusState.Connected, XenbusState.Initialised, XenbusState.Initialising):
-            self.dev.switch_state(XenbusState.Closing)
-            if self.dev.otherend_state() in (XenbusState.Closing, XenbusState.Closed, XenbusState.Unknown):
-                self._teardown()
-                self.dev.switch_state(XenbusState.Closed)
+        self._handshake.handle(Event.CLOSE)
 
-    def reconnect(self) -> None:
-        """After Closed: start the handshake again (the backend answers Initialising with InitWait)."""
-        if self.dev.state != XenbusState.Closed:
-            raise RuntimeError(f"reconnect from {self.dev.state.name}: close first")
-        self.dev.switch_state(XenbusState.Initialising)
-        if self.dev.otherend_state() == XenbusState.InitWait:
-            self._connect()
+    def reconnect(self) -> bool:
+        """After Closed: start the handshake again (the backend answers Initialising with
+        InitWait).  Anywhere else it is refused (logged, counted): False."""
+        return self._handshake.handle(Event.RECONNECT) is not None
 
     def stop_watching(self) -> None:
-        if self._watching:
+        for path in self._watching:
             try:
-                self.xs.unwatch(self._watching, self._token)
+                self.xs.unwatch(path, self._token)
             except XenstoreError:
                 pass
-            self._watching = ""
+        self._watching = []
 
     def _fail(self, message: str) -> None:
         """Stop using the rings for good (until a reconnect).  Never raises: teardown runs
         whatever xenstore says, for a forced detach may have removed our directory already
         (every write then fails EACCES)."""
-        self.broken = True
-        try:
-            self.dev.fatal(message)
-        except XenstoreError as exc:
-            log.error(
-                "%s: cannot record the failure in xenstore (%s): tearing down anyway", self.dev.nodename, exc
-            )
-            self.dev.state = XenbusState.Closing  # what we would have said
-        self._teardown()
-        try:
-            self.dev.switch_state(XenbusState.Closed)
-        except XenstoreError:
-            self.dev.state = XenbusState.Closed  # said once above; our directory is gone
-            self.dev.transitions.append(XenbusState.Closed)
+        self._handshake.handle(Event.FATAL, message)
 
     def _teardown(self) -> None:
         self.backend_connected = False
@@ -302,6 +303,9 @@ class Netfront:
         self._revoke = [r for r in self._revoke if not r.retry(self.platform)]
         self.stats.grants_held_by_peer = self.pending_revoke
         return self.pending_revoke
+
+    def _refused(self) -> None:
+        self.stats.handshake_refused += 1
 
     # --- data path ------------------------------------------------------------
 

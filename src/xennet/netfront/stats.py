@@ -40,6 +40,7 @@ class NetfrontStats:
     notifications_sent: int = 0
     events: int = 0
     spurious_events: int = 0
+    handshake_refused: int = 0  # (state, event) pairs not in netfront/handshake.py's table
     grants_held_by_peer: int = 0  # grants the backend still maps after teardown (XSA-396): not reused
 
     def record_policy(self, name: str, outcome: object) -> None:

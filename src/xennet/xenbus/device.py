@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..xenstore.errors import XenstoreError
+from .handshake import Event
 from .states import XenbusState
 
 if TYPE_CHECKING:
@@ -32,23 +33,45 @@ class XenbusDevice:
         self.state = state
         self.transitions = [state]
 
-    def switch_state(self, state: XenbusState) -> None:
+    def switch_state(self, state: XenbusState, *, quiet: bool = False) -> None:
+        """Write our state.  ``quiet``: we are failing or detached and our directory may be
+        gone; a write that fails then keeps the state locally instead of raising."""
         if state == self.state:
             return
-        self.xs.write(f"{self.nodename}/state", str(int(state)))
+        try:
+            self.xs.write(f"{self.nodename}/state", str(int(state)))
+        except XenstoreError:
+            if not quiet:
+                raise
+            log.debug("%s: cannot write state %s", self.nodename, state.name, exc_info=True)
+        self.set_local(state)
+
+    def set_local(self, state: XenbusState) -> None:
+        """Our state changed where we cannot (or must not) write it: the directory is gone."""
         self.state = state
         self.transitions.append(state)
 
-    def otherend_state(self) -> XenbusState:
+    def peer_event(self) -> Event:
+        """What the other end's ``state`` node says now, as a handshake event."""
         if not self.otherend:
-            return XenbusState.Unknown
+            return Event.PEER_VANISHED
         try:
-            return XenbusState.parse(self.xs.try_read(f"{self.otherend}/state"))
+            raw = self.xs.try_read(f"{self.otherend}/state")
         except XenstoreError as exc:
             # xenstored answers EACCES, not ENOENT, once the directory and the parents we
             # could read are gone: either way the other end has vanished.
             if exc.errno_name == "EACCES":
-                return XenbusState.Unknown
+                return Event.PEER_VANISHED
+            raise
+        return Event.PEER_VANISHED if raw is None else Event.peer(XenbusState.parse(raw))
+
+    def gone(self) -> bool:
+        """Our own directory has been removed (a toolstack detach)."""
+        try:
+            return self.xs.try_read(f"{self.nodename}/state") is None
+        except XenstoreError as exc:
+            if exc.errno_name == "EACCES":
+                return True
             raise
 
     def read(self, key: str) -> str | None:
@@ -78,11 +101,10 @@ class XenbusDevice:
         """A ``feature-*`` flag: anything but a clean 0/1 counts as absent."""
         return (self.read_other(key) or "").strip() == "1"
 
-    def fatal(self, message: str) -> None:
-        """Like xenbus_dev_fatal: log once, record the error in xenstore, head for Closing."""
+    def record_error(self, message: str) -> None:
+        """The first half of xenbus_dev_fatal: log once, record the error in xenstore."""
         log.error("%s: %s", self.nodename, message)
         try:
             self.xs.write(f"{self.nodename}/error", message[:1000])
         except Exception:  # the store itself may be what failed
             log.debug("could not record error for %s", self.nodename, exc_info=True)
-        self.switch_state(XenbusState.Closing)
