@@ -18,11 +18,16 @@ from xennet.packet.csum import (
     internet_checksum,
     ones_sum,
     ones_sum_chunks,
+)
+from xennet.packet.frames import (
+    FrameError,
+    build_frame,
+    frame_skb,
+    parse_l3l4,
     verify,
     verify_ipv4_header,
     verify_l4,
 )
-from xennet.packet.frames import FrameError, build_frame, frame_skb, parse_l3l4
 from xennet.packet.skb import Csum, HeapPages, Piece
 
 

@@ -14,8 +14,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from xennet.packet.csum import complete_partial, verify
-from xennet.packet.frames import BuiltFrame, build_frame, frame_skb, parse_l3l4
+from xennet.packet.csum import complete_partial
+from xennet.packet.frames import BuiltFrame, build_frame, frame_skb, parse_l3l4, verify
 from xennet.packet.gso import GsoError, Segments, segment, segment_to_fit, split_size
 from xennet.packet.skb import GSO_NONE, GSO_TCPV6, Csum, Foreign, HeapPages, Layout, Piece, Skb
 

@@ -13,8 +13,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
-from xennet.packet.csum import verify
-from xennet.packet.frames import build_frame, frame_skb, parse_l3l4
+from xennet.packet.frames import build_frame, frame_skb, parse_l3l4, verify
 from xennet.packet.skb import HeapPages
 from xennet.ports.pcap import LINKTYPE_ETHERNET, PcapError, PcapWriter, completed_frame, read_pcap
 

@@ -23,8 +23,8 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 from tapnet import PEER_MAC, PEER_V4, PEER_V6, TAP_V4, TAP_V6, open_tap
 
-from xennet.packet.csum import complete_partial, verify
-from xennet.packet.frames import build_frame, frame_skb, parse_l3l4
+from xennet.packet.csum import complete_partial
+from xennet.packet.frames import build_frame, frame_skb, parse_l3l4, verify
 from xennet.packet.gso import segment
 from xennet.packet.skb import GSO_NONE, GSO_TCPV4, GSO_TCPV6, Csum, HeapPages, Piece, Skb
 from xennet.ports.netns import Netns, NetnsError

@@ -127,35 +127,3 @@ def complete_partial(skb: Skb) -> bool:
     skb.write(field, struct.pack("!H", value or _M))
     skb.csum = Csum.NONE
     return True
-
-
-def verify_ipv4_header(frame: BytesLike) -> bool:
-    """True when the frame's IPv4 header checksum is right (sum over the header == 0xFFFF)."""
-    from .frames import parse_l3l4  # frames builds with this module: import late, no cycle
-
-    h = parse_l3l4(frame, headers_only=True)
-    if h.ip_version != 4:
-        raise CsumError("not an IPv4 frame")
-    return ones_sum(bytes(frame[h.l3_off : h.l4_off])) == _M
-
-
-def verify_l4(frame: BytesLike) -> bool:
-    """True when the TCP/UDP checksum is right (a UDP/IPv4 checksum of 0 means "none": True)."""
-    from .frames import parse_l3l4
-
-    h = parse_l3l4(frame)
-    mv = memoryview(frame)
-    seg = mv[h.l4_off : h.l4_off + h.l4_len]
-    if h.l4_proto == IPPROTO_UDP and h.ip_version == 4 and bytes(seg[6:8]) == b"\0\0":
-        return True
-    pseudo = h.pseudo_sum(frame)
-    return ones_sum_chunks([seg], pseudo) == _M
-
-
-def verify(frame: BytesLike) -> bool:
-    """Every checksum of an Ethernet/IP/TCP-or-UDP frame is right."""
-    from .frames import parse_l3l4
-
-    if parse_l3l4(frame).ip_version == 4 and not verify_ipv4_header(frame):
-        return False
-    return verify_l4(frame)

@@ -19,8 +19,11 @@ from .csum import (
     TCP_CSUM_OFFSET,
     UDP_CSUM_OFFSET,
     BytesLike,
+    CsumError,
     ipv4_header_checksum,
     l4_checksum,
+    ones_sum,
+    ones_sum_chunks,
     pseudo_sum_v4,
     pseudo_sum_v6,
 )
@@ -330,3 +333,32 @@ def frame_skb(
     else:
         skb.gso_type = GSO_NONE
     return skb
+
+
+# -- checking a frame's checksums (what csum_setup leaves, what a port receives) --
+
+
+def verify_ipv4_header(frame: BytesLike) -> bool:
+    """True when the frame's IPv4 header checksum is right (sum over the header == 0xFFFF)."""
+    h = parse_l3l4(frame, headers_only=True)
+    if h.ip_version != 4:
+        raise CsumError("not an IPv4 frame")
+    return ones_sum(bytes(frame[h.l3_off : h.l4_off])) == 0xFFFF
+
+
+def verify_l4(frame: BytesLike) -> bool:
+    """True when the TCP/UDP checksum is right (a UDP/IPv4 checksum of 0 means "none": True)."""
+    h = parse_l3l4(frame)
+    mv = memoryview(frame)
+    seg = mv[h.l4_off : h.l4_off + h.l4_len]
+    if h.l4_proto == IPPROTO_UDP and h.ip_version == 4 and bytes(seg[6:8]) == b"\0\0":
+        return True
+    pseudo = h.pseudo_sum(frame)
+    return ones_sum_chunks([seg], pseudo) == 0xFFFF
+
+
+def verify(frame: BytesLike) -> bool:
+    """Every checksum of an Ethernet/IP/TCP-or-UDP frame is right."""
+    if parse_l3l4(frame).ip_version == 4 and not verify_ipv4_header(frame):
+        return False
+    return verify_l4(frame)

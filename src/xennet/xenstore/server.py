@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from xennet.abi.grant_table import DOMID_SELF
 from xennet.abi.xs_wire import XENSTORE_PAYLOAD_MAX, XENSTORE_REL_PATH_MAX, XsType
 
 from . import store as st
@@ -27,7 +28,6 @@ from .wire import Message, join_strings, split_strings
 log = logging.getLogger("xennet.xenstore.server")
 
 OK = b"OK\0"
-DOMID_SELF = 0x7FF0
 INTRODUCE_DOMAIN = "@introduceDomain"
 RELEASE_DOMAIN = "@releaseDomain"
 SPECIAL_NODES = (INTRODUCE_DOMAIN, RELEASE_DOMAIN)
