@@ -16,8 +16,6 @@ import pkgutil
 import random
 import re
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import pytest
 
+import cprog
 import xennet.abi
 from xennet.abi import ring as abi_ring
 from xennet.abi import xs_wire
@@ -266,23 +265,7 @@ def build_program() -> Program:
 
 
 def compile_and_run(prog: Program) -> dict[str, str]:
-    with tempfile.TemporaryDirectory(prefix="xennet-abi-") as tmp:
-        src = Path(tmp) / "abi_check.c"
-        exe = Path(tmp) / "abi_check"
-        src.write_text(prog.source())
-        cc = subprocess.run(
-            ["gcc", "-std=gnu11", "-O0", "-Wall", f"-I{C_DIR}", str(src), "-o", str(exe)],
-            capture_output=True,
-            text=True,
-        )
-        assert cc.returncode == 0, f"the generated ABI program does not compile:\n{cc.stderr[:20000]}"
-        run = subprocess.run([str(exe)], capture_output=True, text=True, check=True, timeout=30)
-    got: dict[str, str] = {}
-    for line in run.stdout.splitlines():
-        key, _tab, value = line.partition("\t")
-        assert key not in got, f"C printed {key} twice"
-        got[key] = value
-    return got
+    return cprog.compile_and_run(prog.source(), "abi_check", ["-std=gnu11", "-O0", f"-I{C_DIR}"])
 
 
 def headers_missing() -> str | None:

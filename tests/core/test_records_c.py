@@ -6,11 +6,11 @@ reason-code enums.  gcc is part of the build: its absence is a failure here."""
 from __future__ import annotations
 
 import enum
-import subprocess
 from pathlib import Path
 
 import pytest
 
+import cprog
 from xennet.abi.gntdev import GNTDEV_GRANT_COPY_SEGMENT
 from xennet.core import records as r
 
@@ -45,7 +45,7 @@ def _program() -> tuple[str, dict[str, int]]:
 
     def emit(key: str, expr: str, value: int) -> None:
         want[key] = value
-        lines.append(f'    printf("%s %lld\\n", "{key}", (long long)({expr}));')
+        lines.append(f'    printf("%s\\t%lld\\n", "{key}", (long long)({expr}));')
 
     segment = ("struct xn_seg", GNTDEV_GRANT_COPY_SEGMENT)
     for cname, rec in [(x.cname, x) for x in r.RECORDS] + [segment]:
@@ -63,30 +63,10 @@ def _program() -> tuple[str, dict[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def c_values(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, int], dict[str, int]]:
+def c_values() -> tuple[dict[str, int], dict[str, int]]:
     src, want = _program()
-    d = tmp_path_factory.mktemp("records")
-    (d / "records.c").write_text(src)
-    cc = subprocess.run(
-        [
-            "gcc",
-            "-std=c11",
-            "-Wall",
-            "-Werror",
-            f"-I{HEADER_DIR}",
-            "-o",
-            str(d / "records"),
-            str(d / "records.c"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert cc.returncode == 0, cc.stderr
-    out = subprocess.run([str(d / "records")], capture_output=True, text=True, check=True).stdout
-    got = {}
-    for line in out.splitlines():
-        key, _, value = line.rpartition(" ")
-        got[key] = int(value)
+    out = cprog.compile_and_run(src, "records", ["-std=c11", "-Werror", f"-I{HEADER_DIR}"])
+    got = {key: int(value) for key, value in out.items()}
     return want, got
 
 

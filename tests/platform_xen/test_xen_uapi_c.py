@@ -13,13 +13,13 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+import cprog
 from xennet.abi.cstruct import Array, CStruct, CType, Scalar
 from xennet.platform.xen import uapi
 
@@ -143,23 +143,7 @@ def build(headers: list[Path], aliases: dict[str, str]) -> tuple[str, Program]:
 
 
 def compile_and_run(source: str) -> dict[str, str]:
-    with tempfile.TemporaryDirectory(prefix="xennet-uapi-") as tmp:
-        src = Path(tmp) / "uapi_check.c"
-        exe = Path(tmp) / "uapi_check"
-        src.write_text(source)
-        cc = subprocess.run(
-            ["gcc", "-std=gnu11", "-O0", "-Wall", "-Werror", str(src), "-o", str(exe)],
-            capture_output=True,
-            text=True,
-        )
-        assert cc.returncode == 0, f"the generated uapi program does not compile:\n{cc.stderr[:20000]}"
-        run = subprocess.run([str(exe)], capture_output=True, text=True, check=True, timeout=30)
-    got: dict[str, str] = {}
-    for line in run.stdout.splitlines():
-        key, _tab, value = line.partition("\t")
-        assert key not in got, f"C printed {key} twice"
-        got[key] = value
-    return got
+    return cprog.compile_and_run(source, "uapi_check", ["-std=gnu11", "-O0", "-Werror"])
 
 
 def mismatches(prog: Program, got: dict[str, str]) -> list[str]:

@@ -3,12 +3,11 @@ UAPI headers by compiling a small C program (skipped without gcc or the headers)
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+import cprog
 from xennet.ports import tap, vnet
 
 HEADERS = [Path("/usr/include/linux/if_tun.h"), Path("/usr/include/linux/virtio_net.h")]
@@ -66,10 +65,7 @@ def test_ioctl_numbers_by_hand() -> None:
     assert tap.TUNGETFEATURES == 0x800454CF
 
 
-def test_against_the_kernel_headers(tmp_path: Path) -> None:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        pytest.skip("no C compiler")
+def test_against_the_kernel_headers() -> None:
     missing = [str(h) for h in HEADERS if not h.exists()]
     if missing:
         pytest.skip(f"kernel UAPI headers missing: {', '.join(missing)} (apt-get install linux-libc-dev)")
@@ -97,13 +93,7 @@ def test_against_the_kernel_headers(tmp_path: Path) -> None:
         "  return 0;",
         "}",
     ]
-    src = tmp_path / "tun_abi.c"
-    src.write_text("\n".join(lines) + "\n")
-    exe = tmp_path / "tun_abi"
-    cc = subprocess.run([gcc, "-Wall", "-Werror", "-o", str(exe), str(src)], capture_output=True, text=True)
-    assert cc.returncode == 0, cc.stderr
-    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-    c = {k: int(v) for k, v in (line.split("\t") for line in out.splitlines())}
+    c = {k: int(v) for k, v in cprog.compile_and_run("\n".join(lines) + "\n", "tun_abi", ["-Werror"]).items()}
 
     checked = [n for n in TAP_NAMES + VNET_NAMES if n in c]
     assert set(REQUIRED) <= set(checked), f"headers lack {set(REQUIRED) - set(checked)}"
@@ -116,4 +106,4 @@ def test_against_the_kernel_headers(tmp_path: Path) -> None:
         mismatches.append("sizeof(struct virtio_net_hdr)")
     if c["sizeof_ifreq"] != tap._IFREQ.size or c["off_ifr_flags"] != 16 or c["IFNAMSIZ"] != tap.IFNAMSIZ:
         mismatches.append("struct ifreq")
-    assert not mismatches, f"differ from the C headers: {mismatches}\n{out}"
+    assert not mismatches, f"differ from the C headers: {mismatches}\n{c}"
