@@ -184,16 +184,21 @@ def test_xennet_netback_serves_kernel_netfront(lab: Lab, record_property: pytest
     report("xennet netback <-> kernel xen-netfront", figures, s, t_done, t0, record_property)
 
 
-def test_xennet_netfront_talks_to_kernel_netback(lab: Lab, record_property: pytest.RecordProperty) -> None:
+@pytest.mark.parametrize("grants", ["pool", "per-packet"])
+def test_xennet_netfront_talks_to_kernel_netback(
+    lab: Lab, record_property: pytest.RecordProperty, grants: str
+) -> None:
+    """Pre-granted pools and Linux's per-packet grants: the kernel netback must not tell them apart."""
     t0 = time.monotonic()
-    name, port, mac = "xnf", 7003, "00:16:3e:00:00:30"
-    domu_ip = "192.0.2.30"
+    k = ("pool", "per-packet").index(grants)
+    name, port, mac = f"xnf{k}", 7003 + k, f"00:16:3e:00:00:3{k}"
+    domu_ip = f"192.0.2.{30 + k}"
     start_bg(
         lab, "xfer-nf", f"python3 -m xennet.xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening"
     )
     script = (
         "lsmod | grep -q '^xen_netfront' && echo '=== xen-netfront is loaded: FAILED'\n"
-        f"python3 -m xennet -v xen netfront --tap xnf0 --address {domu_ip}/24 --json"
+        f"python3 -m xennet -v xen netfront --tap xnf0 --address {domu_ip}/24 --json grants={grants}"
         " >/tmp/nf.out 2>/tmp/nf.log &\nNF=$!\n"
         "for i in $(seq 1 600); do grep -q 'connected; frames go to TAP' /tmp/nf.log && break;"
         " kill -0 $NF || break; sleep 0.1; done\n"
@@ -232,5 +237,7 @@ def test_xennet_netfront_talks_to_kernel_netback(lab: Lab, record_property: pyte
     assert result["accounting"] == {"pages": 0, "grants": 0, "maps": 0, "ports": 0}, result
     assert "Traceback" not in console, console
 
-    report("xennet netfront <-> kernel xen-netback", figures, s, t_done, t0, record_property)
+    report(
+        f"xennet netfront (grants={grants}) <-> kernel xen-netback", figures, s, t_done, t0, record_property
+    )
     print("\n".join(ln for ln in console.splitlines() if "uptime" in ln or ln.startswith("STEP")))

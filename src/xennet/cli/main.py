@@ -737,7 +737,7 @@ def xen_netfront(
 ) -> None:
     """Be the frontend of this domU's vif HANDLE (load no xen-netfront) until SIGTERM/SIGINT.
 
-    VIF options: policy=drop|linearize|segment|relayout offloads=1|0 mtu=N.
+    VIF options: policy=drop|linearize|segment|relayout offloads=1|0 mtu=N grants=pool|per-packet.
     """
     from ..world.serve import TapSpec
     from ..world.xenhost import NetfrontHostConfig, run_netfront
