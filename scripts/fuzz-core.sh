@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Fuzz the data-plane core, two ways, from one corpus of kernel calls (tests/core/fuzz/wire.py):
+# Fuzz the data-plane core, two ways, from one corpus of kernel calls (src/xennet/fuzz/wire.py):
 #   1. libFuzzer over the C kernels, built with AddressSanitizer and UndefinedBehaviorSanitizer;
-#   2. atheris over both cores at once: the twin and the compiled core must agree (diff_atheris.py).
+#   2. atheris over both cores at once: the twin and the compiled core must agree (src/xennet/fuzz/core.py).
 # Usage: scripts/fuzz-core.sh [-n C_EXECS] [-d DIFF_EXECS] [-s SEEDS_DIR] [-o OUT_DIR]
 # SEEDS_DIR holds recorded real calls (XENNET_FUZZ_RECORD, see tests/core/fuzz/record.py); if it is
 # empty they are recorded first.  A crash or a disagreement fails the run and leaves its input in
-# OUT_DIR; replay it with `OUT_DIR/fuzz_kernels FILE` or `python3 tests/core/fuzz/diff_atheris.py FILE`.
+# OUT_DIR; replay it with `OUT_DIR/fuzz_kernels FILE` or `python3 -m xennet.fuzz.core FILE`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -38,7 +38,7 @@ echo "fuzz: $(ls "$seeds" | wc -l) seed calls, $(ls tests/core/fuzz/regressions 
 native=src/xennet/core/native
 mapfile -t sources < <(ls "$native"/*.c | grep -v '/module\.c$')
 clang -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -I"$native" tests/core/fuzz/fuzz_kernels.c "${sources[@]}" -o "$out/fuzz_kernels"
+  -I"$native" src/xennet/fuzz/fuzz_kernels.c "${sources[@]}" -o "$out/fuzz_kernels"
 
 flags=(-max_len=262144 -use_value_profile=1 -rss_limit_mb=4096 -print_final_stats=1 -seed=1)
 run() {  # name, log, command...: the executions it ran, or the failure
@@ -59,6 +59,6 @@ run "compiled core under ASan+UBSan (libFuzzer)" "$out/c.log" \
   "$out/fuzz_kernels" -runs="$c_execs" "${flags[@]}" -artifact_prefix="$out/" \
   "$out/corpus-c" "$seeds" "$repo/tests/core/fuzz/regressions"
 run "twin vs compiled core (atheris)" "$out/diff.log" \
-  python3 "$repo/tests/core/fuzz/diff_atheris.py" -runs="$diff_execs" "${flags[@]}" -artifact_prefix="$out/" \
+  env PYTHONPATH="$repo/src${PYTHONPATH:+:$PYTHONPATH}" python3 -m xennet.fuzz.core -runs="$diff_execs" "${flags[@]}" -artifact_prefix="$out/" \
   "$out/corpus-diff" "$seeds" "$repo/tests/core/fuzz/regressions"
 grep "^diff_atheris:" "$out/diff.log" | tail -1

@@ -3,7 +3,7 @@
 Each test builds ring contents a peer could write -- random, but biased toward the edges
 that matter (flags, sizes at page boundaries, extra-info chains, ids) -- and runs one
 kernel on both cores through ``both``, which compares return values, errors and every
-output byte.  The fuzzer (``xennet fuzz --target differential``) drives the same
+output byte.  The fuzzer (``xennet fuzz --target core``) drives the same
 comparisons with raw bytes.
 """
 

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xennet.core import pure
+from xennet.fuzz import wire
 
 from .both import both, needs_native
-from .fuzz import wire
 
 MODULE_C = Path(pure.__file__).parents[1] / "native" / "module.c"
 REGRESSIONS = sorted((Path(__file__).parent / "fuzz" / "regressions").iterdir())

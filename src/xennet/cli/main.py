@@ -181,6 +181,10 @@ from .bench import bench  # noqa: E402 - the command group registers below main
 
 main.add_command(bench)
 
+from .fuzz import fuzz  # noqa: E402
+
+main.add_command(fuzz)
+
 
 def _gso_option(text: str | None) -> tuple[int, int] | None:
     if not text:

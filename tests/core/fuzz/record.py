@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xennet.core import pure
-
-from . import wire
+from xennet.fuzz import wire
 
 
 def install(out: Path, per_kernel: int = 40) -> None:

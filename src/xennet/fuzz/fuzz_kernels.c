@@ -1,7 +1,7 @@
 /* libFuzzer target over the compiled core's kernels (every core/native C file but module.c),
  * built with AddressSanitizer and UndefinedBehaviorSanitizer by scripts/fuzz-core.sh.
  *
- * One input is one kernel call, in the format tests/core/fuzz/wire.py reads and writes:
+ * One input is one kernel call, in the format src/xennet/fuzz/wire.py reads and writes:
  *   byte 0            which kernel (index into TARGETS, modulo its size)
  *   then per argument, by the kernel's format (the letters of its PyArg_ParseTuple):
  *     y, w            a buffer: u16 length, then its bytes
