@@ -19,6 +19,8 @@ echo "== tests (fast, pure-Python twin; recording the fuzzers' seed calls)"
 XENNET_PURE=1 XENNET_FUZZ_RECORD="$seeds" run_pytest -m "not slow and not xen" "$@"
 echo "== fuzz (compiled core under ASan+UBSan; twin against compiled core)"
 bash scripts/fuzz-core.sh -n "${XENNET_FUZZ_EXECS:-1000000}" -d "${XENNET_FUZZ_DIFF_EXECS:-50000}" -s "$seeds"
+echo "== fuzz campaigns (xennet fuzz: every parser of peer bytes, 5 targets x 6 s)"
+xennet fuzz --seconds 6 --json build/fuzz/campaign.json
 echo "== tests (multi-process)"
 XENNET_REQUIRE_NATIVE=1 run_pytest -m "slow and not xen" "$@"
 echo "== bench (quick: a smoke test, no targets asserted)"

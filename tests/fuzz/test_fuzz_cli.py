@@ -14,6 +14,8 @@ import pytest
 from xennet.fuzz import TARGETS
 from xennet.fuzz.selftest import MAGIC
 
+pytestmark = pytest.mark.slow  # child processes and seconds-long campaigns: the multi-process stage
+
 pytest.importorskip("atheris")
 
 KEYS = {"executions", "crashes", "hangs", "leaks", "targets"}

@@ -17,8 +17,8 @@ import os
 import socket
 
 from xennet.packet import gso
-from xennet.packet.csum import CsumError, complete_partial, verify
-from xennet.packet.frames import FrameError, build_frame, frame_skb
+from xennet.packet.csum import CsumError, complete_partial
+from xennet.packet.frames import FrameError, build_frame, frame_skb, verify
 from xennet.packet.skb import GSO_NONE, MAX_SKB_FRAGS, HeapPages, Skb
 from xennet.platform.base import PAGE_SIZE, Page
 from xennet.ports import vnet
