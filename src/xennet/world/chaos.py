@@ -139,7 +139,13 @@ class HashedTransfer:
         assert self.client is not None
         if stop and self.client.poll() is None:
             self.client.send_signal(signal.SIGTERM)
-        out, _ = self.client.communicate(timeout=timeout)
+        try:
+            out, _ = self.client.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:  # the link never came back: report, do not hang
+            self.client.kill()
+            out, _ = self.client.communicate()
+        if self.client.returncode and self.server.poll() is None:
+            self.server.kill()  # the client gave up: over a dead link no EOF reaches the server
         self._reader.join(timeout)
         sent = out.split()
         got = self.server_done
