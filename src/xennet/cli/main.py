@@ -528,6 +528,13 @@ def _vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], _Drivers]:
 @click.option("--pcap-guest", type=click.Path(dir_okay=False), help="Write what crosses the guest's end.")
 @click.option("--pcap-host", type=click.Path(dir_okay=False), help="Write what crosses the backend's end.")
 @click.option("--json", "as_json", is_flag=True, help="With --check: print the figures as JSON.")
+@click.option(
+    "--chaos",
+    type=click.FloatRange(1, 3600),
+    help="For SECONDS kill -9 either end at random during a hashed TCP transfer, restart it; print JSON.",
+)
+@click.option("--chaos-kills", type=click.IntRange(1), help="With --chaos: stop after this many kills.")
+@click.option("--seed", type=int, help="With --chaos: which end dies when.")
 def link(
     vif: tuple[str, ...],
     check: bool,
@@ -536,6 +543,9 @@ def link(
     pcap_guest: str | None,
     pcap_host: str | None,
     as_json: bool,
+    chaos: float | None,
+    chaos_kills: int | None,
+    seed: int | None,
 ) -> None:
     """A paravirtual link between two network namespaces, with real Linux traffic.
 
@@ -564,6 +574,9 @@ def link(
     )
     if as_json and not check:
         raise click.BadParameter("--json goes with --check", param_hint="--json")
+    if chaos is not None and check:
+        raise click.BadParameter("--chaos and --check are separate runs", param_hint="--chaos")
+    as_json = as_json or chaos is not None  # chaos reports JSON only
     say = (lambda *a, **k: None) if as_json else console.print
     payload: dict[str, Any] | None = None
     t0 = _time.monotonic()
@@ -573,7 +586,11 @@ def link(
             f"link up in {_time.monotonic() - t0:.1f} s: guest {lk.addr.guest_ns} "
             f"{lk.addr.guest_ip} <-> host {lk.addr.host_ns} {lk.addr.host_ip}"
         )
-        if not check:
+        if chaos is not None:
+            from ..world.chaos import run_chaos
+
+            payload = run_chaos(lk, chaos, seed=seed, max_kills=chaos_kills)
+        elif not check:
             console.print("try:")
             for c in lk.commands():
                 console.print(f"  {c}")
@@ -626,6 +643,8 @@ def link(
         if payload is not None:
             payload["held_after_teardown"] = acct
             click.echo(json.dumps(payload, indent=2))
+            if chaos is not None and not payload["all_recovered"]:
+                raise SystemExit(1)
 
 
 def _link_json(rows: dict[str, list[Any]], runs: int, seconds: int, poll_us: int) -> dict[str, Any]:

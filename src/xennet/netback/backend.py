@@ -9,7 +9,7 @@ from ..platform.base import Platform
 from ..xenbus.device import HandshakeError
 from ..xenbus.paths import domain_path
 from ..xenbus.states import XenbusState
-from ..xenstore.client import XenstoreClient, XenstoreError
+from ..xenstore.client import XenstoreClient, XenstoreConnectionError, XenstoreError
 from .interface import NetbackConfig, Vif
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ class Netback:
         for path in (self.root, "@releaseDomain"):
             try:
                 self.xs.unwatch(path, self._token)
-            except XenstoreError:
-                pass
+            except (XenstoreError, XenstoreConnectionError):
+                pass  # gone with xenstored: nothing left to unwatch
 
     def _device_dirs(self) -> Iterator[str]:
         for domid in self._ls(self.root):

@@ -14,7 +14,7 @@ from ..platform.base import Mapping, PeerGone, Platform, PlatformError
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.handshake import Event, Runner
 from ..xenbus.states import XenbusState
-from ..xenstore.client import XenstoreClient, XenstoreError
+from ..xenstore.client import XenstoreClient, XenstoreConnectionError, XenstoreError
 from .errors import FatalFrontendError
 from .handshake import TABLE, Action
 from .rx import RxQueue
@@ -160,8 +160,8 @@ class Vif:
             for path in self._watches:
                 try:
                     self.xs.unwatch(path, self._token)
-                except XenstoreError:
-                    pass
+                except (XenstoreError, XenstoreConnectionError):
+                    pass  # gone with xenstored: nothing left to unwatch
             self._watches.clear()
 
     def _refused(self) -> None:

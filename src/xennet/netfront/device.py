@@ -21,7 +21,7 @@ from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.handshake import Event, Runner
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
-from ..xenstore.client import XenstoreClient, XenstoreError
+from ..xenstore.client import XenstoreClient, XenstoreConnectionError, XenstoreError
 from .handshake import TABLE, Action
 from .rx import RxQueue
 from .stats import NetfrontStats
@@ -234,12 +234,17 @@ class Netfront:
         InitWait).  Anywhere else it is refused (logged, counted): False."""
         return self._handshake.handle(Event.RECONNECT) is not None
 
+    def drop(self) -> None:
+        """Let go of the device without a word to xenstore (xenstored is gone): tear down what
+        we can alone; grants the backend still maps wait in ``retry_revoke``."""
+        self._handshake.handle(Event.DETACHED)
+
     def stop_watching(self) -> None:
         for path in self._watching:
             try:
                 self.xs.unwatch(path, self._token)
-            except XenstoreError:
-                pass
+            except (XenstoreError, XenstoreConnectionError):
+                pass  # gone with xenstored: nothing left to unwatch
         self._watching = []
 
     def _fail(self, message: str) -> None:

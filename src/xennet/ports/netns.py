@@ -226,6 +226,9 @@ class Netns:
     def set_mtu(self, ifname: str, mtu: int) -> None:
         self.ipr().link("set", index=self.link_index(ifname), mtu=mtu)
 
+    def set_mac(self, ifname: str, mac: str) -> None:
+        self.ipr().link("set", index=self.link_index(ifname), address=mac)
+
     def set_master(self, ifname: str, bridge: str) -> None:
         """Enslave ``ifname`` to the bridge ``bridge`` (which must exist here)."""
         self.ipr().link("set", index=self.link_index(ifname), master=self.link_index(bridge))

@@ -21,12 +21,15 @@ from ..netback.backend import Netback
 from ..netback.interface import NetbackConfig
 from ..netfront.device import Netfront, NetfrontConfig
 from ..xenbus.paths import VifPaths
-from ..xenbus.toolstack import VifSpec
+from ..xenbus.states import XenbusState
+from ..xenbus.toolstack import VifSpec, attach_backend
+from .procs import DomainProcess
 from .serve import Capture, TapSpec, serve_netback, serve_netfront
 from .toolstack import SimToolstack, open_domain
 
 BACKEND, GUEST = 0, 1
 GUEST_TAP, HOST_TAP = "xn0", "xnb0"
+HOST_MAC = "fe:ff:ff:ff:ff:ff"  # what Linux xen-netback gives a vif's dom0 side
 
 
 @dataclass(frozen=True)
@@ -93,16 +96,26 @@ def link_guest(world_path: str, paths: VifPaths, addr: LinkAddresses, cfg: LinkC
     """The guest domain: a TAP in the guest namespace, served by netfront."""
     should_stop = _stop_on_sigterm()
     pcap = Capture(cfg.pcap_guest) if cfg.pcap_guest else None
-    spec = TapSpec(GUEST_TAP, addr.guest_ns, f"{addr.guest_ip}/{addr.prefix}", cfg.mtu, cfg.offloads)
+    spec = TapSpec(
+        GUEST_TAP, addr.guest_ns, f"{addr.guest_ip}/{addr.prefix}", cfg.mtu, cfg.offloads, mac=cfg.mac
+    )
     try:
-        with open_domain(world_path, GUEST) as (platform, xs):
+        with open_domain(world_path, paths.frontend_domid) as (platform, xs):
             front = Netfront.for_vif(platform, xs, paths, cfg.front)
 
             def ready() -> None:
                 xs.write(f"{paths.frontend}/link-ready", "1")
 
             res = serve_netfront(
-                platform, xs, front, spec, should_stop, pcap=pcap, on_connected=ready, poll_us=cfg.poll_us
+                platform,
+                xs,
+                front,
+                spec,
+                should_stop,
+                pcap=pcap,
+                on_connected=ready,
+                poll_us=cfg.poll_us,
+                reconnect=True,  # a restarted backend gets the same guest NIC back
             )
             return {**res, "role": "guest"}
     finally:
@@ -114,7 +127,10 @@ def link_backend(world_path: str, addr: LinkAddresses, cfg: LinkConfig) -> dict[
     """The driver domain: netback, with each vif's frames going to a TAP in the host namespace."""
     should_stop = _stop_on_sigterm()
     pcap = Capture(cfg.pcap_host) if cfg.pcap_host else None
-    spec = TapSpec(HOST_TAP, addr.host_ns, f"{addr.host_ip}/{addr.prefix}", cfg.mtu, cfg.offloads)
+    # the same TAP every incarnation: name, address, MAC, offloads; the host's routes come back
+    spec = TapSpec(
+        HOST_TAP, addr.host_ns, f"{addr.host_ip}/{addr.prefix}", cfg.mtu, cfg.offloads, mac=HOST_MAC
+    )
     try:
         with open_domain(world_path, BACKEND) as (platform, xs):
             back = Netback(platform, xs, cfg.back)
@@ -127,7 +143,10 @@ def link_backend(world_path: str, addr: LinkAddresses, cfg: LinkConfig) -> dict[
 
 
 class Link:
-    """The whole link: namespaces, toolstack, both domain processes.  ``close`` undoes all."""
+    """The whole link: namespaces, toolstack, both domain processes.  ``close`` undoes all.
+
+    ``restart_backend`` and ``restart_guest`` do the toolstack's part when a domain dies
+    (reap it, tidy xenstore) and start a new one in its place."""
 
     def __init__(self, cfg: LinkConfig) -> None:
         from ..ports.netns import Netns
@@ -146,30 +165,129 @@ class Link:
         )
         self.ts: SimToolstack | None = None
         self.result: dict[str, Any] = {}
+        self.guest_domid = GUEST
+        self.spec = VifSpec(mac=cfg.mac, mtu=cfg.mtu)
         try:
             self.ts = SimToolstack("xennet-link-")
             self.ts.domain(BACKEND, 16384)
             self.ts.domain(GUEST, 16384)
             self.paths = VifPaths(GUEST, BACKEND, 0)
-            self.ts.attach(self.paths, VifSpec(mac=cfg.mac, mtu=cfg.mtu))
-            self.backend = self.ts.start("link-backend", link_backend, self.ts.path, self.addr, cfg)
-            self.guest = self.ts.start("link-guest", link_guest, self.ts.path, self.paths, self.addr, cfg)
+            self.ts.attach(self.paths, self.spec)
+            self.backend = self._start_backend()
+            self.guest = self._start_guest()
             self._wait_ready(30)
         except BaseException:
             self.close()
             raise
 
+    def _start_backend(self) -> DomainProcess:
+        assert self.ts is not None
+        return self.ts.start("link-backend", link_backend, self.ts.path, self.addr, self.cfg)
+
+    def _start_guest(self) -> DomainProcess:
+        assert self.ts is not None
+        return self.ts.start("link-guest", link_guest, self.ts.path, self.paths, self.addr, self.cfg)
+
     def _wait_ready(self, timeout: float) -> None:
+        """Until both ends say Connected and the host TAP carries its address."""
         assert self.ts is not None and self.ts.xs is not None
+        xs = self.ts.xs
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.ts.xs.try_read(f"{self.paths.frontend}/link-ready") and HOST_TAP in self.host_ns.links():
+            connected = str(int(XenbusState.Connected))
+            if (
+                xs.try_read(f"{self.paths.frontend}/state") == connected
+                and xs.try_read(f"{self.paths.backend}/state") == connected
+                and xs.try_read(f"{self.paths.frontend}/link-ready")
+                and self._has_address(self.host_ns, HOST_TAP, self.addr.host_ip)
+                and self._has_address(self.guest_ns, GUEST_TAP, self.addr.guest_ip)
+            ):
                 return
             for p in (self.guest, self.backend):
                 if p.poll():
                     p.result(1)  # raises with the child's traceback
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise TimeoutError("the link did not come up in time")
+
+    @staticmethod
+    def _has_address(ns: Any, ifname: str, ip: str) -> bool:
+        try:
+            index = ns.link_index(ifname)
+        except OSError:
+            return False
+        return any(a.get_attr("IFA_ADDRESS") == ip for a in ns.ipr().get_addr(index=index))
+
+    def _kill(self, p: DomainProcess) -> None:
+        """kill -9, and reap it: its fds (TAP, xenstore connection) close as the kernel says."""
+        if p.proc.is_alive() and p.pid is not None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.proc.join(10)
+        if p.proc.is_alive():
+            raise TimeoutError(f"{p.name} survived SIGKILL")
+        assert self.ts is not None
+        if p in self.ts.procs:
+            self.ts.procs.remove(p)
+
+    def kill_backend(self) -> None:
+        self._kill(self.backend)
+
+    def kill_guest(self) -> None:
+        self._kill(self.guest)
+
+    def restart_backend(self, timeout: float = 30) -> float:
+        """The driver domain died (or is killed now): reap it as the hypervisor and toolstack
+        do -- its mappings of the guest's grants and its ports go, its device directory is
+        removed (the guest's netfront closes) -- then build a new driver domain and give it the
+        vif again; the guest reconnects.  Returns the seconds until both ends are Connected."""
+        assert self.ts is not None and self.ts.world is not None and self.ts.xs is not None
+        t0 = time.monotonic()
+        self._kill(self.backend)
+        if self.ts.world.domain_exists(BACKEND):  # not reaped yet
+            self.ts.world.destroy_domain(BACKEND)
+        if self.ts.xs.try_read(self.paths.backend) is not None:
+            self.ts.xs.rm(self.paths.backend)
+        self.ts.domain(BACKEND, 16384)
+        attach_backend(self.ts.xs, self.paths, self.spec)
+        self.backend = self._start_backend()
+        self._wait_ready(timeout)
+        return time.monotonic() - t0
+
+    def wait_released(self, domid: int, timeout: float = 20) -> dict[str, int]:
+        """Until the backend holds nothing of ``domid``'s (after its @releaseDomain): domain
+        0's maps and ports back to zero, and the vif Closed.  Returns domain 0's accounting."""
+        assert self.ts is not None and self.ts.xs is not None
+        xs, vif = self.ts.xs, VifPaths(domid, BACKEND, 0)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            acct = self.ts.accounting(BACKEND)[BACKEND]
+            if not acct["maps"] and not acct["ports"] and xs.try_read(f"{vif.backend}/state") == "6":
+                return acct
+            if self.backend.poll():
+                self.backend.result(1)
+            time.sleep(0.02)
+        raise TimeoutError(f"the backend still holds {self.ts.accounting(BACKEND)} of domain {domid}")
+
+    def restart_guest(self, timeout: float = 30) -> float:
+        """The guest died (or is killed now): release its domain (@releaseDomain: the backend
+        frees the vif), wait for the backend to let go, reap it, remove its vif; then a new
+        guest domain (a new domid, as xl create gives) gets a new vif with the same MAC and
+        address.  Returns the seconds until both ends are Connected."""
+        assert self.ts is not None and self.ts.world is not None and self.ts.xs is not None
+        t0 = time.monotonic()
+        self._kill(self.guest)
+        old = self.guest_domid
+        if self.ts.xs.is_domain_introduced(old):
+            self.ts.xs.release(old)
+        self.wait_released(old, timeout)
+        self.ts.world.destroy_domain(old)
+        self.ts.detach(self.paths)
+        self.guest_domid = old + 1
+        self.paths = VifPaths(self.guest_domid, BACKEND, 0)
+        self.ts.domain(self.guest_domid, 16384)
+        self.ts.attach(self.paths, self.spec)
+        self.guest = self._start_guest()
+        self._wait_ready(timeout)
+        return time.monotonic() - t0
 
     def exec(self, ns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -197,8 +315,11 @@ class Link:
             try:
                 if self.ts.xs is not None:
                     self.ts.detach(self.paths)
-                    self.ts.xs.release(GUEST)
-                self.result["accounting_after"] = self.ts.accounting(BACKEND, GUEST)
+                    self.ts.xs.release(self.guest_domid)
+            except Exception as exc:  # xenstored may be gone: the domains' files still tell
+                self.result["detach_error"] = str(exc)
+            try:
+                self.result["accounting_after"] = self.ts.accounting(BACKEND, self.guest_domid)
             except Exception as exc:
                 self.result["accounting_after"] = {"error": str(exc)}
             self.ts.close()

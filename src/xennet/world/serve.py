@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,8 @@ from ..netback.tx import TxBatch
 from ..netfront.device import Netfront
 from ..packet.skb import Skb
 from ..platform.base import Platform
-from ..xenstore.client import XenstoreClient
+from ..xenbus.states import XenbusState
+from ..xenstore.client import XenstoreClient, XenstoreConnectionError
 from .loop import DomainLoop, shut_down_netfront
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ class TapSpec:
     mtu: int = 1500
     offloads: bool = True
     bridge: str | None = None  # enslave the TAP to this bridge (as xl's vif-bridge script does)
+    # a fixed MAC: a TAP made again after its domain restarted is the same neighbour to the
+    # namespace's ARP cache, so traffic resumes without waiting for the stale entry to expire
+    mac: str | None = None
 
 
 class Capture:
@@ -96,6 +101,8 @@ def open_tap(spec: TapSpec, ns: Netns) -> Tap:
     tap = Tap.open(spec.name, netns=spec.netns, offloads=spec.offloads, mtu=spec.mtu)
     try:
         ns.set_mtu(spec.name, spec.mtu)
+        if spec.mac:
+            ns.set_mac(spec.name, spec.mac)
         if spec.address:
             ip, _, prefix = spec.address.partition("/")
             ns.add_address(spec.name, ip, int(prefix or 24))
@@ -118,17 +125,25 @@ def serve_netfront(
     pcap: Capture | None = None,
     on_connected: Callable[[], None] | None = None,
     poll_us: int = 0,
+    reconnect: bool = False,
 ) -> dict[str, Any]:
     """Netfront <-> one TAP until ``should_stop()``, the device breaks or the TAP vanishes;
     then an orderly close.  Frames go as vectors straight between the TAP and the device's
-    pool pages (with ``pcap``, as skbs, so they can be captured).  Returns the counters."""
+    pool pages (with ``pcap``, as skbs, so they can be captured).  Returns the counters.
+
+    With ``reconnect`` a device that closed under us (its backend died or closed) asks for a
+    new connection at once and waits in Initialising for a backend to answer, as a guest's
+    NIC outlives a driver-domain restart; the TAP stays, so the guest's sockets do too."""
     from ..ports.tap import TapGone
 
     ns = _netns(spec)
     tap = open_tap(spec, ns)
+    tap_fd = tap.fileno()
     gone = ""
     announced = False
     reading = True  # the TAP is in the loop's selector (not while the tx queue is stopped)
+    reconnects = 0
+    reconnect_at = 0.0  # a closed device asks again no sooner than this (a backend that fails us)
 
     def to_tap(vec: PacketVec) -> None:
         tap.write_vec(vec, platform.memory.view)
@@ -149,6 +164,7 @@ def serve_netfront(
         nonlocal gone, reading
         tx = front.tx
         if not front.connected or tap.closed or tx is None:
+            sync_reader()  # nobody to send to: a readable TAP must not spin the loop
             return
         if tx.ring.unconsumed_responses():
             front.on_event(front.tx_port)  # reap as we send: completions need not wake us
@@ -169,12 +185,19 @@ def serve_netfront(
             tap.close()
             return
         front.flush()
-        # a stopped queue takes nothing: leave the frames in the TAP until completions restart it
-        if tx.stopped and reading:
-            loop.remove_reader(tap.fileno())
+        sync_reader()
+
+    def sync_reader() -> None:
+        """Read the TAP only while the device takes frames: a stopped queue or a closed device
+        leaves them in the TAP (the kernel queues, then drops; TCP retransmits)."""
+        nonlocal reading
+        tx = front.tx
+        want = front.connected and tx is not None and not tx.stopped and not tap.closed
+        if reading and not want:
+            loop.remove_reader(tap_fd)
             reading = False
-        elif not tx.stopped and not reading:
-            loop.add_reader(tap.fileno(), pump_tap)
+        elif want and not reading:
+            loop.add_reader(tap_fd, pump_tap)
             reading = True
 
     def idle() -> bool:
@@ -190,18 +213,41 @@ def serve_netfront(
     loop = DomainLoop(platform, xs, front.on_watch, on_event, idle=idle, poll_us=poll_us)
     try:
         front.start()
-        loop.add_reader(tap.fileno(), pump_tap)
-        while not should_stop() and not front.broken and not gone:
-            loop.run_once(0.2)
-            if front.connected and not announced:
-                announced = True
-                log.info("%s: connected; frames go to TAP %s", front.dev.nodename, spec.name)
-                if on_connected is not None:
-                    on_connected()
-        shut_down_netfront(front, loop)
+        loop.add_reader(tap_fd, pump_tap)
+        lost = ""  # xenstored went away: why
+        try:
+            while not should_stop() and not gone:
+                if front.broken and not reconnect:
+                    break
+                if reconnect and front.dev.state == XenbusState.Closed and time.monotonic() >= reconnect_at:
+                    reconnect_at = time.monotonic() + 0.5
+                    if not front.dev.gone():  # detached: there is nothing to reconnect to
+                        log.info("%s: closed; asking for a new connection", front.dev.nodename)
+                        reconnects += 1
+                        front.reconnect()
+                loop.run_once(0.2)
+                sync_reader()
+                if front.connected and not announced:
+                    announced = True
+                    log.info("%s: connected; frames go to TAP %s", front.dev.nodename, spec.name)
+                    if on_connected is not None:
+                        on_connected()
+                elif not front.connected:
+                    announced = False
+        except XenstoreConnectionError as exc:
+            lost = str(exc)
+            log.error("%s: xenstored is gone (%s): stopping; tearing down alone", front.dev.nodename, exc)
+            front.drop()
+            wait_for_revoke(front, 10.0)
+        else:
+            shut_down_netfront(front, loop)
         return {
             "role": "netfront",
             "state": front.dev.state.name,
+            "transitions": [st.name for st in front.dev.transitions],
+            "reconnects": reconnects,
+            "stopped": _why_stopped(lost, gone, front.broken),
+            "error": lost,
             "tap_gone": gone,
             "stats": front.stats.as_dict(),
             "tap": asdict(tap.stats),
@@ -213,6 +259,20 @@ def serve_netfront(
         loop.close()
         tap.close()
         ns.close()
+
+
+def _why_stopped(lost: str, tap_gone: str, broken: bool) -> str:
+    if lost:
+        return "xenstore_gone"
+    return "tap_gone" if tap_gone else "broken" if broken else "asked"
+
+
+def wait_for_revoke(front: Netfront, timeout_s: float) -> None:
+    """Without xenstore (no loop to run): retry the grants the backend still maps until it
+    lets go (it tears down too) or ``timeout_s`` passes."""
+    end = time.monotonic() + timeout_s
+    while front.pending_revoke and front.retry_revoke() and time.monotonic() < end:
+        time.sleep(0.02)
 
 
 def serve_netback(
@@ -344,15 +404,22 @@ def serve_netback(
     loop = DomainLoop(platform, xs, on_watch, on_event, idle=idle, poll_us=poll_us)
     try:
         back.start()
-        while not should_stop():
-            if not loop.run_once(0.2):
-                look_over()
+        lost = ""  # xenstored went away: why
+        try:
+            while not should_stop():
+                if not loop.run_once(0.2):
+                    look_over()
+        except XenstoreConnectionError as exc:
+            lost = str(exc)
+            log.error("netback: xenstored is gone (%s): stopping; tearing every vif down alone", exc)
         back.stop()
         info = back.report()
         for name in list(taps):
             tap_stats[name] = asdict(taps[name].stats)
         return {
             "role": "netback",
+            "stopped": _why_stopped(lost, "", False),
+            "error": lost,
             "vifs": info,
             "taps": tap_stats,
             "accounting": asdict(platform.accounting()),

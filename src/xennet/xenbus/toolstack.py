@@ -10,7 +10,7 @@ from .paths import VifPaths
 from .states import XenbusState
 
 if TYPE_CHECKING:
-    from ..xenstore.client import XenstoreClient
+    from ..xenstore.client import Transaction, XenstoreClient
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -34,32 +34,16 @@ class VifSpec:
 
 def attach_vif(xs: XenstoreClient, paths: VifPaths, spec: VifSpec) -> None:
     """Create the backend and frontend directories with libxl's keys and permissions, atomically."""
-    fe, be = paths.frontend, paths.backend
+    fe = paths.frontend
     fdom, bdom = paths.frontend_domid, paths.backend_domid
-    be_perms = [f"n{bdom}", f"r{fdom}"]
     fe_perms = [f"n{fdom}", f"r{bdom}"]
     while True:
         with xs.transaction() as t:
-            t.write(be, "")
-            t.set_perms(be, be_perms)
-            for key, value in (
-                ("frontend", fe),
-                ("frontend-id", str(fdom)),
-                ("online", "1"),
-                ("state", str(int(XenbusState.Initialising))),
-                ("mac", spec.mac.lower()),
-                ("handle", str(paths.handle)),
-                ("type", "vif"),
-            ):
-                t.write(f"{be}/{key}", value)
-            if spec.bridge:
-                t.write(f"{be}/bridge", spec.bridge)
-            if spec.script:
-                t.write(f"{be}/script", spec.script)
+            _write_backend(t, paths, spec)
             t.write(fe, "")
             t.set_perms(fe, fe_perms)
             for key, value in (
-                ("backend", be),
+                ("backend", paths.backend),
                 ("backend-id", str(bdom)),
                 ("state", str(int(XenbusState.Initialising))),
                 ("handle", str(paths.handle)),
@@ -70,6 +54,36 @@ def attach_vif(xs: XenstoreClient, paths: VifPaths, spec: VifSpec) -> None:
             # the guest may read its MTU but not change it
             t.write(f"{fe}/mtu", str(spec.mtu))
             t.set_perms(f"{fe}/mtu", [f"n{bdom}", f"r{fdom}"])
+            if t.commit():
+                return
+
+
+def _write_backend(t: Transaction, paths: VifPaths, spec: VifSpec) -> None:
+    be, fdom, bdom = paths.backend, paths.frontend_domid, paths.backend_domid
+    t.write(be, "")
+    t.set_perms(be, [f"n{bdom}", f"r{fdom}"])
+    for key, value in (
+        ("frontend", paths.frontend),
+        ("frontend-id", str(fdom)),
+        ("online", "1"),
+        ("state", str(int(XenbusState.Initialising))),
+        ("mac", spec.mac.lower()),
+        ("handle", str(paths.handle)),
+        ("type", "vif"),
+    ):
+        t.write(f"{be}/{key}", value)
+    if spec.bridge:
+        t.write(f"{be}/bridge", spec.bridge)
+    if spec.script:
+        t.write(f"{be}/script", spec.script)
+
+
+def attach_backend(xs: XenstoreClient, paths: VifPaths, spec: VifSpec) -> None:
+    """Only the backend directory, for a new driver domain taking over a vif whose frontend
+    lives on (its backend died and the toolstack removed the dead one's directory)."""
+    while True:
+        with xs.transaction() as t:
+            _write_backend(t, paths, spec)
             if t.commit():
                 return
 
