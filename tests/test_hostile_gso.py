@@ -21,9 +21,7 @@ from xennet.world.serve import Capture
 ZERO = (0, 0, 0, 0)
 
 
-def held(w: LocalWorld) -> dict[int, tuple[int, int, int, int]]:
-    """(pages, grants, maps, ports) each domain holds now."""
-    return {d: (a.pages, a.grants, a.maps, a.ports) for d in w.platforms for a in [w.sim.accounting(d)]}
+held = LocalWorld.held  # (pages, grants, maps, ports) each domain holds now
 
 
 def _mute_frontend(world: LocalWorld, handle: int = 0) -> None:

@@ -19,13 +19,7 @@ from xennet.xenbus.toolstack import VifSpec
 ZERO = (0, 0, 0, 0)
 
 
-def held(w: LocalWorld) -> dict[int, tuple[int, int, int, int]]:
-    """(pages, grants, maps, ports) each domain holds now."""
-    out = {}
-    for domid in w.platforms:
-        a = w.sim.accounting(domid)
-        out[domid] = (a.pages, a.grants, a.maps, a.ports)
-    return out
+held = LocalWorld.held  # (pages, grants, maps, ports) each domain holds now
 
 
 def frames(n: int, size: int = 200) -> list[bytes]:

@@ -129,14 +129,10 @@ def guest_program(world_path: str, paths: VifPaths, job: FlowJob) -> dict[str, A
             front.on_event(port, sink)
 
         def idle() -> bool:
-            tx, rx = front.tx, front.rx
-            if tx is not None and tx.ring.unconsumed_responses():
-                on_event(front.tx_port)
-                return True
-            if rx is not None and rx.ring.unconsumed_responses():
-                on_event(front.rx_port)
-                return True
-            return False
+            port = front.port_with_responses()
+            if port is not None:
+                on_event(port)
+            return port is not None
 
         loop = DomainLoop(platform, xs, front.on_watch, on_event, idle=idle, poll_us=job.poll_us)
         deadline = time.monotonic() + job.deadline_s

@@ -342,6 +342,16 @@ class Netfront:
         if self.tx is not None and self.tx.flush():
             self._notify(self.tx_port)
 
+    def port_with_responses(self) -> int | None:
+        """A port whose ring holds responses not yet taken (tx first), or None: what a busy
+        poll looks at, without a system call."""
+        tx, rx = self.tx, self.rx
+        if tx is not None and tx.ring.unconsumed_responses():
+            return self.tx_port
+        if rx is not None and rx.ring.unconsumed_responses():
+            return self.rx_port
+        return None
+
     def on_event(self, port: int, sink: Callable[[PacketVec], None] | None = None) -> list[Skb]:
         """An event on one of our ports: reap tx, collect rx, refill.  Received packets go to
         ``sink`` as a vector (the fast path: they are ours again when it returns), or come

@@ -182,6 +182,14 @@ class LocalWorld:
         self.pump()
         return queued
 
+    def held(self) -> dict[int, tuple[int, int, int, int]]:
+        """(pages, grants, maps, ports) each domain holds now: what leak checks compare."""
+        out = {}
+        for domid in self.platforms:
+            a = self.sim.accounting(domid)
+            out[domid] = (a.pages, a.grants, a.maps, a.ports)
+        return out
+
     def close(self) -> None:
         for loop in self.loops.values():
             loop.close()
