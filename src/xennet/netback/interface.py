@@ -294,11 +294,10 @@ class Vif:
             if port == self.rx_port and self.rx is not None and self.rx.queued:
                 self.kick_rx()
         except FatalFrontendError as exc:
-            for skb in skbs:
-                skb.release()
             log.error("%s: disconnecting domain %d: %s", self.name, self.front_domid, exc)
             self._fail(exc.reason, str(exc))
-            return []
+            # the packets before the hostile one were answered: they are delivered (XSA-90);
+            # mapped ones were unshared by the teardown
         return skbs
 
     def flush_tx_responses(self) -> None:

@@ -140,6 +140,9 @@ class TxQueue:
         self._mapped: dict[int, _Mapped] = {}  # map mode: packets whose skbs are out
         self._next_tag = 0
         self._map_frags = MAX_SKB_FRAGS if self.limits.data == "map" else 0
+        # a fatal fault found behind good packets of a batch: raised on the next ``process``,
+        # once those packets are answered and delivered (XSA-90, as Linux's tx_build_gops)
+        self._fault: FatalFrontendError | None = None
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -150,6 +153,8 @@ class TxQueue:
         vec = self.vec
         vec.clear()
         batch = TxBatch(vec)
+        if self._fault is not None:
+            raise self._fault
         try:
             ring.check_overflow()
         except RingOverflow as exc:
@@ -164,7 +169,9 @@ class TxQueue:
             self._reqs, n, lim.max_slots, lim.fatal_slots, self._pkts, ring.nr_ents
         )
         if fatal:
-            raise FatalFrontendError(r.TX_FATAL_NAMES[fatal], _fatal_message(fatal, a, b))
+            self._fault = FatalFrontendError(r.TX_FATAL_NAMES[fatal], _fatal_message(fatal, a, b))
+            if not npkts:
+                raise self._fault
         ring.req_cons = (ring.req_cons + consumed) & 0xFFFFFFFF
         nseg = self._build(npkts, consumed)
         if nseg:
@@ -199,8 +206,8 @@ class TxQueue:
         return batch
 
     def more(self) -> bool:
-        """Requests are still pending: process again.  False re-arms the event (final check)."""
-        return self.ring.final_check_for_requests()
+        """Requests are still pending (or a fault): process again.  False re-arms the event."""
+        return self._fault is not None or self.ring.final_check_for_requests()
 
     def _build(self, npkts: int, nreqs: int) -> int:
         """Plan every packet of the batch into the pool, grown first to what the worst case

@@ -118,7 +118,8 @@ class TxQueue:
         self._end = bytearray(n * r.END_REF.size)
         self._skbs: dict[int, Skb] = {}  # tag -> skb in flight (or queued)
         self._own_refs: dict[int, int] = {}  # ref -> tag, for the skbs' per-packet grants
-        self._kept_tags: set[int] = set()  # skbs the backend still maps a page of
+        # skbs the backend still maps a page of: their pages wait with those refs (XSA-396)
+        self._kept: dict[int, Revoke] = {}
         self._next_tag = 0
         self.revoke: list[Revoke] = []
         self.stopped = False
@@ -384,8 +385,7 @@ class TxQueue:
                 if frame != r.NONE32:
                     self.revoke.append(Revoke([ref], [self.pages.page(frame)], self.pages))
                 elif tag is not None:
-                    self._kept_tags.add(tag)
-                    self.revoke.append(Revoke([ref], []))
+                    self._kept_ref(tag, ref, self.revoke)
             elif frame != r.NONE32:
                 back.append(frame)
         if back:
@@ -398,12 +398,25 @@ class TxQueue:
             skb = self._skbs.pop(tag, None)
             if skb is None:
                 continue
-            if tag in self._kept_tags:
-                self._kept_tags.discard(tag)
-                # its pages wait with the grant the backend kept
-                self.revoke.append(Revoke([], list(skb.pages), skb.source or self.pages))
-                skb.pages.clear()
+            self._keep_pages(tag, skb)
             skb.release(self.pages)
+
+    def _kept_ref(self, tag: int, ref: int, out: list[Revoke]) -> None:
+        """The backend still maps ``ref`` of skb ``tag``: the skb's pages will wait with it."""
+        rv = self._kept.get(tag)
+        if rv is None:
+            rv = self._kept[tag] = Revoke([], [])
+            out.append(rv)
+        rv.refs.append(ref)
+
+    def _keep_pages(self, tag: int, skb: Skb) -> None:
+        """A finished skb whose grants the backend still maps: its pages are freed only when
+        the last of those refs ends, never before (a refless ``Revoke`` frees at once)."""
+        rv = self._kept.pop(tag, None)
+        if rv is not None and rv.refs:  # refs left: not all ended by a retry meanwhile
+            rv.pages.extend(skb.pages)
+            rv.source = skb.source or self.pages
+            skb.pages.clear()
 
     @property
     def in_flight(self) -> int:
@@ -440,18 +453,17 @@ class TxQueue:
                     back.append(frame)
                 continue
             tag = self._own_refs.get(ref)
-            if tag is not None:
-                self._kept_tags.add(tag)  # an skb's page: it waits with the grant, below
+            if tag is not None and frame == r.NONE32:
+                self._kept_ref(tag, ref, out)  # an skb's page: it waits with the grant, below
+                continue
             out.append(Revoke([ref], [pool.page(frame)] if frame != r.NONE32 else [], pool))
         pool.pool.give(back)
         for tag, skb in self._skbs.items():
-            if tag in self._kept_tags:
-                out.append(Revoke([], list(skb.pages), skb.source or pool))
-                skb.pages.clear()
+            self._keep_pages(tag, skb)
             skb.release(pool)
         self._skbs.clear()
         self._own_refs.clear()
-        self._kept_tags.clear()
+        self._kept.clear()
         self.vec.clear()
         self.head = 0
         pool.given_back()
