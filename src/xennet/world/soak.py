@@ -83,6 +83,13 @@ class SoakPlan:
     chunk: int = 500  # packets per connection of guest A
     mss: int = 1448  # TCP GSO: the segment policies have something to re-segment
     rss_interval_s: float = 1.0
+    # Why 16 MiB: after warm-up a domain process's private heap (RssAnon; domain memory is
+    # shared and not in it) holds only bounded things -- each generator's and verifier's
+    # pattern cache (<= 65 blocks of 4 KiB, 16 phases: ~4 MiB a side, full within the first
+    # pass), counters with fixed keys, one ring's worth of in-flight skbs, error lists capped
+    # at 20 -- plus allocator slack from 64 KiB frame copies (a few MiB).  Runs measure well
+    # under 1 MiB.  A leak of one skb (~1 KiB of objects) a packet crosses 16 MiB within
+    # ~16,000 packets, one 64-byte object a packet within ~260,000.
     rss_bound_mib: float = 16.0
     deadline_s: float = 0.0  # 0: 120 s plus 10 ms a packet (a tenth of the rate seen)
     nr_frames: int = 16384
@@ -719,7 +726,7 @@ class SoakResult:
         warm = min(self.plan.packets, sum(n for _p, n in self.plan.chunks()[: len(self.plan.phases)]))
         after = [s for s in self.rss if s["packets"] >= warm]
         out: dict[str, int] = {}
-        for proc in ("backend", "guest_a", "guest_b"):
+        for proc in ("backend", "guest_a", "guest_b", "xenstored"):
             xs = [s[proc]["RssAnon"] for s in after if "RssAnon" in s.get(proc, {})]
             out[proc] = max(xs) - xs[0] if xs else 0
         return out
@@ -874,6 +881,7 @@ def run_soak(plan: SoakPlan, on_progress: Callable[[int], None] | None = None) -
                     "t": round(time.monotonic() - t0, 2),
                     "packets": sh.a_packets.value,
                     **{name: _rss(p.pid) for name, p in procs.items()},
+                    "xenstored": _rss(ts.daemon.pid),  # every attach, watch and detach goes through it
                 }
             )
 
