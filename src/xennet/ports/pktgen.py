@@ -20,6 +20,7 @@ from ..platform.base import MAX_ORDER, PAGE_SIZE
 
 PRESETS = ("worst", "random", "cork", "linear", "mtu")
 _BLOCK = 4096
+_PERIOD_BLOCKS = (1 << 32) // _BLOCK
 _UDP_TAG = struct.Struct("!QI")  # packet index, seed: lets a UDP frame be checked on its own
 
 
@@ -35,6 +36,9 @@ class _Pattern:
         self._cache: dict[int, bytes] = {}
 
     def _block(self, n: int) -> bytes:
+        # periodic in 2**32 bytes: a TCP seq (the stream offset mod 2**32) names its bytes
+        # past 4 GiB too, and segments cut across the wrap keep matching
+        n %= _PERIOD_BLOCKS
         b = self._cache.get(n)
         if b is None:
             if len(self._cache) > 64:
