@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from xennet.analysis.handshake_doc import render_reference
 from xennet.netback import handshake as nb
 from xennet.netfront import handshake as nf
 from xennet.world.local import LocalWorld
 from xennet.xenbus.device import XenbusDevice
 from xennet.xenbus.handshake import Event, Runner, Table, reaches_closed, render_text, step, transitions
-from xennet.xenbus.reference import render_reference
 from xennet.xenbus.states import XenbusState as S
 from xennet.xenbus.toolstack import VifSpec, attach_vif
 
@@ -312,7 +312,7 @@ def test_the_module_docstring_renders_the_table(mod: types.ModuleType) -> None:
 def test_docs_handshake_md_matches_the_tables() -> None:
     path = Path(__file__).parent.parent / "docs" / "handshake.md"
     assert path.read_text() == render_reference(), (
-        "regenerate: python -m xennet.xenbus.reference > docs/handshake.md"
+        "regenerate: python -m xennet.analysis.handshake_doc > docs/handshake.md"
     )
 
 

@@ -1,6 +1,6 @@
 """docs/handshake.md, rendered from the two ends' tables: the doc cannot drift from the code.
 
-Regenerate with ``python -m xennet.xenbus.reference > docs/handshake.md``; a test holds the
+Regenerate with ``python -m xennet.analysis.handshake_doc > docs/handshake.md``; a test holds the
 file equal to ``render_reference()``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 HEADER = """# The xenbus handshake of a vif
 
 Generated from `src/xennet/netfront/handshake.py` and `src/xennet/netback/handshake.py` by
-`python -m xennet.xenbus.reference > docs/handshake.md`; `tests/test_handshake.py` fails when
+`python -m xennet.analysis.handshake_doc > docs/handshake.md`; `tests/test_handshake.py` fails when
 this file and the tables disagree.  Do not edit it by hand.
 
 Each end is a table: (our state, event) → (effects, next state).  An effect is an action or
