@@ -29,7 +29,7 @@ from xennet.platform.base import PlatformError
 from xennet.world.local import BACKEND, GUEST
 
 from . import harness
-from .world import Attached, held
+from .world import VifHarness
 
 RSP = struct.Struct("<HHHh")  # netif_rx_response: id, offset, flags, status
 assert RSP.size == netif.NETIF_RX_RESPONSE.size
@@ -37,15 +37,13 @@ SLOT = 1 + RSP.size
 ZERO = (0, 0, 0, 0)
 
 
-class Harness(harness.Harness):
+class Harness(VifHarness):
     max_len = 2 + 2 + 4096 + SLOT * 64
     check_every = 128
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self.leaked = ""
         self.sink_mode = False
-        self.at = Attached()
         self._start()
 
     def _start(self) -> None:
@@ -165,24 +163,5 @@ class Harness(harness.Harness):
 
     def _reconnect(self) -> None:
         """netfront gave up on the device: both ends must have let go of everything."""
-        w, front = self.at.world, self.at.front
-        front.retry_revoke()
-        now = held(w)
-        if now != {BACKEND: ZERO, GUEST: ZERO}:
-            self.leaked = self.leaked or f"after netfront gave up: held {now}"
-            self._end()
-            return
-        front.reconnect()
-        w.pump()
-        if not (front.connected and self.vif.connected):
-            self._end()
-
-    def check(self) -> None:
-        self._end()
-        if self.leaked:
-            what, self.leaked = self.leaked, ""
-            raise harness.Leak(what)
-
-    def close(self) -> None:
-        self._restore()
-        self.at.close()
+        self.at.front.retry_revoke()
+        self.reconnect_if_clean({BACKEND: ZERO, GUEST: ZERO}, "after netfront gave up")

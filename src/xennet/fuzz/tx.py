@@ -26,7 +26,7 @@ from xennet.packet.frames import build_frame
 from xennet.world.local import BACKEND, GUEST
 
 from . import harness
-from .world import Attached, held
+from .world import VifHarness
 
 REQ = struct.Struct("<IHHHH")  # netif_tx_request: gref, offset, flags, id, size
 assert REQ.size == netif.NETIF_TX_REQUEST.size
@@ -36,14 +36,12 @@ STATUSES = {netif.NETIF_RSP_OKAY, netif.NETIF_RSP_ERROR, netif.NETIF_RSP_DROPPED
 NEVER_GRANTED = 0xFFF0
 
 
-class Harness(harness.Harness):
+class Harness(VifHarness):
     max_len = 2 + 2 + 4096 + SLOT * 64
     check_every = 128
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self.leaked = ""
-        self.at = Attached()
         self._start()
 
     # --- a round: one attached vif, our pages granted to the backend ---------------------
@@ -202,26 +200,5 @@ class Harness(harness.Harness):
 
     def _reconnect(self) -> None:
         """The backend cut us off: it must hold nothing of ours now, and we nothing but our
-        own pages and grants (netfront tore down when the backend closed).  Then connect
-        again -- much cheaper than a new vif, and the next full check still comes."""
-        w, front = self.at.world, self.at.front
-        now = held(w)
-        want = {BACKEND: (0, 0, 0, 0), GUEST: (NPAGES, NPAGES, 0, 0)}
-        if now != want:
-            self.leaked = self.leaked or f"after a fatal error: held {now}, want {want}"
-            self._end()
-            return
-        front.reconnect()
-        w.pump()
-        if not (front.connected and self.vif.connected):
-            self._end()
-
-    def check(self) -> None:
-        self._end()
-        if self.leaked:
-            what, self.leaked = self.leaked, ""
-            raise harness.Leak(what)
-
-    def close(self) -> None:
-        self._restore()
-        self.at.close()
+        own pages and grants (netfront tore down when the backend closed)."""
+        self.reconnect_if_clean({BACKEND: (0, 0, 0, 0), GUEST: (NPAGES, NPAGES, 0, 0)}, "after a fatal error")
