@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -191,3 +192,27 @@ def test_link_check_json_with_per_packet_grants_and_busy_poll() -> None:
     for domid, acct in out["held_after_teardown"].items():
         assert not any(acct.values()), f"domain {domid} still holds {acct}"
     assert netns_list() <= before
+
+
+def test_sigterm_tears_the_link_down() -> None:
+    """`xennet link` ended by SIGTERM (a service manager, `timeout`) leaves nothing behind."""
+    before = netns_list()
+    proc = subprocess.Popen(["xennet", "link"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "tears everything down" in line:
+                break
+        else:
+            raise AssertionError("xennet link never came up")
+        assert netns_list() - before, "the link made no namespaces"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 143, out
+    assert "Traceback" not in out, out
+    assert "torn down" in out, out
+    assert netns_list() == before, f"namespaces left: {netns_list() - before}"

@@ -408,12 +408,9 @@ def soak(packets: int, json_file: str | None, seed: int, chunk: int, rss_bound: 
     Exits non-zero on any corrupted or unaccounted packet, anything held at the end, or
     private memory (RssAnon) of a domain process growing more than --rss-bound after warm-up.
     """
-    import signal
-
     from ..world.soak import SoakPlan, run_soak
 
-    # SIGTERM unwinds like Ctrl-C: the toolstack then kills the domains and removes the world
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    _sigterm_unwinds()  # the toolstack then kills the domains and removes the world
     plan = SoakPlan(packets, seed=seed, chunk=chunk, rss_bound_mib=rss_bound)
     last = [0.0]
 
@@ -640,6 +637,7 @@ def link(
     say = (lambda *a, **k: None) if as_json else console.print
     payload: dict[str, Any] | None = None
     t0 = _time.monotonic()
+    _sigterm_unwinds()
     lk = Link(cfg)
     try:
         say(
@@ -730,6 +728,21 @@ def _link_json(rows: dict[str, list[Any]], runs: int, seconds: int, poll_us: int
 @main.group()
 def xen() -> None:
     """Run xennet's drivers on a real Xen host, against the kernel's or each other."""
+
+
+def _sigterm_unwinds() -> None:
+    """SIGTERM unwinds this process like Ctrl-C, so its namespaces, TAPs, domain processes and
+    world are torn down; a process forked from it later just exits, as with no handler."""
+    import signal
+
+    parent = os.getpid()
+
+    def on_term(_signum: int, _frame: object) -> None:
+        if os.getpid() != parent:
+            os._exit(143)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def _stop_flag() -> Any:
