@@ -23,7 +23,6 @@ from typing import Any
 
 from xennet.abi import netif
 from xennet.abi.ring import RSP_PROD
-from xennet.netback.interface import Vif
 from xennet.packet.frames import build_frame
 from xennet.platform.base import PlatformError
 from xennet.world.local import BACKEND, GUEST
@@ -72,10 +71,6 @@ class Harness(VifHarness):
             self.leaked = self.leaked or leak.what
         self.at.attach()
         self._start()
-
-    @property
-    def vif(self) -> Vif:
-        return self.at.world.vif()
 
     def seeds(self) -> list[bytes]:
         f = build_frame(payload=b"p" * 1000).data

@@ -21,7 +21,6 @@ import struct
 
 from xennet.abi import netif
 from xennet.abi.ring import REQ_PROD
-from xennet.netback.interface import Vif
 from xennet.packet.frames import build_frame
 from xennet.world.local import BACKEND, GUEST
 
@@ -102,10 +101,6 @@ class Harness(VifHarness):
             self.leaked = self.leaked or leak.what
         self.at.attach()
         self._start()
-
-    @property
-    def vif(self) -> Vif:
-        return self.at.world.vif()
 
     # --- inputs ------------------------------------------------------------------------
 

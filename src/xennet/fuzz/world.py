@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from xennet.netback.interface import Vif
 from xennet.netfront.device import Netfront, NetfrontConfig
 from xennet.world.local import BACKEND, GUEST, LocalWorld
 
@@ -65,6 +66,10 @@ class VifHarness(harness.Harness):
         self.leaked = ""
         self.at = Attached(config)
 
+    @property
+    def vif(self) -> Vif:
+        return self.at.world.vif()
+
     def _end(self) -> None:
         raise NotImplementedError
 
@@ -82,7 +87,7 @@ class VifHarness(harness.Harness):
             return
         front.reconnect()
         w.pump()
-        if not (front.connected and w.vif().connected):
+        if not (front.connected and self.vif.connected):
             self._end()
 
     def check(self) -> None:
