@@ -320,3 +320,47 @@ def test_every_action_is_documented_and_used() -> None:
     for mod in (nf, nb):
         used = {a for t in transitions(mod.TABLE) for a in t.actions}
         assert set(mod.ACTIONS) == set(mod.Action) == used
+
+
+# --- a state write never brings back a directory the toolstack removed -------------------------
+
+
+def test_a_state_switch_after_a_detach_does_not_recreate_the_directory(world: LocalWorld) -> None:
+    attach_vif(world.toolstack, world.paths(), VifSpec())
+    world.netback.stop()
+    node = "/local/domain/0/backend/vif/1/0"
+    dev = XenbusDevice(world.clients[0], node)
+    dev.adopt_state(S.InitWait)
+    world.toolstack.rm(node)
+    dev.switch_state(S.Closed)
+    assert dev.state == S.Closed  # kept locally
+    assert world.toolstack.try_read(f"{node}/state") is None
+    assert not world.toolstack.exists(node)
+
+
+def test_a_detach_racing_the_state_write_wins(world: LocalWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toolstack removes the directory between our read of ``state`` and our write: the
+    transaction conflicts, the retry sees the node gone, and nothing is written (the orphan a
+    plain write made kept a soak's hostile guest from ever being re-attached)."""
+    from xennet.xenstore.client import Transaction
+
+    attach_vif(world.toolstack, world.paths(), VifSpec())
+    world.netback.stop()
+    node = "/local/domain/0/backend/vif/1/0"
+    dev = XenbusDevice(world.clients[0], node)
+    dev.adopt_state(S.InitWait)
+    real = Transaction.try_read
+    reads: list[str | None] = []
+
+    def try_read(self: Transaction, path: str) -> str | None:
+        got = real(self, path)
+        if not reads:
+            world.toolstack.rm(node)  # lands inside our transaction's window
+        reads.append(got)
+        return got
+
+    monkeypatch.setattr(Transaction, "try_read", try_read)
+    dev.switch_state(S.Closing)
+    assert reads[0] is not None and reads[-1] is None and len(reads) == 2
+    assert not world.toolstack.exists(node)
+    assert dev.state == S.Closing

@@ -51,6 +51,7 @@ def _result(plan: SoakPlan, **change: Any) -> SoakResult:
     rx_ok = {"received": rx, "verified": rx, "corrupted": {}, "errors": []}
     guest_a = {
         "seconds": 1.0,
+        "paced_s": 0.0,
         "generated": gen,
         "ring": gen,
         "drops": {},
@@ -116,6 +117,18 @@ def test_report_flags_corruption_lost_packets_leaks_and_rss_growth() -> None:
     r.backend["vif_b"] = {"fatal": {}}
     assert any("hostile guest" in p for p in r.summary()["problems"])
 
+    r = _result(plan)
+    r.guest_b = {**r.guest_b, "rounds": 1}
+    assert any("hostile guest ran 1 rounds, fewer than 2" in p for p in r.summary()["problems"])
+
+
+def test_the_hostile_guest_is_held_to_a_rate() -> None:
+    plan = SoakPlan(10_000, hostile_every=2000)
+    assert [plan.hostile_rounds(n) for n in (0, 1999, 2000, 9999, 10_000)] == [0, 0, 1, 4, 5]
+    assert SoakPlan(100).hostile_rounds(100) == 2  # an answered round and a disconnecting one
+    with pytest.raises(ValueError):
+        SoakPlan(100, hostile_every=0)
+
 
 @pytest.mark.slow
 def test_short_soak_holds_every_invariant() -> None:
@@ -128,7 +141,7 @@ def test_short_soak_holds_every_invariant() -> None:
         assert row["generated"] > 0 and row["corrupted"] == 0, name
     assert s["per_phase"]["tx drop data=copy ipv4"]["policy"].get("drop:dropped", 0) > 0
     h = s["hostile"]
-    assert h["rounds"] >= 2 and h["disconnects"] >= 1
+    assert h["rounds"] >= 10 and h["disconnects"] >= 5  # one round a 2000 packets, half fatal
     assert h["vifs_served"] - h["rounds"] in (0, 1)  # the last attach may meet the stop
     assert {"runt", "too_many_slots", "bad_gso_headers"} <= set(h["tx_errors"])
     assert all(a == ZERO for a in s["accounting_after"].values())

@@ -402,7 +402,14 @@ def pktgen(
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--chunk", default=500, show_default=True, type=click.IntRange(1), help="Packets a connection.")
 @click.option("--rss-bound", default=16.0, show_default=True, type=click.FloatRange(0), help="MiB.")
-def soak(packets: int, json_file: str | None, seed: int, chunk: int, rss_bound: float) -> None:
+@click.option(
+    "--hostile-every",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Packets of traffic per hostile round at least: the traffic waits for the hostile guest.",
+)
+def soak(packets: int, json_file: str | None, seed: int, chunk: int, rss_bound: float, hostile_every: int) -> None:
     """Long pktgen traffic under every policy while a second guest is hostile; check it all.
 
     Exits non-zero on any corrupted or unaccounted packet, anything held at the end, or
@@ -411,7 +418,7 @@ def soak(packets: int, json_file: str | None, seed: int, chunk: int, rss_bound: 
     from ..world.soak import SoakPlan, run_soak
 
     _sigterm_unwinds()  # the toolstack then kills the domains and removes the world
-    plan = SoakPlan(packets, seed=seed, chunk=chunk, rss_bound_mib=rss_bound)
+    plan = SoakPlan(packets, seed=seed, chunk=chunk, rss_bound_mib=rss_bound, hostile_every=hostile_every)
     last = [0.0]
 
     def progress(n: int) -> None:
@@ -438,7 +445,7 @@ def soak(packets: int, json_file: str | None, seed: int, chunk: int, rss_bound: 
     for key, value in (
         ("sent / received / verified", f"{s['sent']} / {s['received']} / {s['verified']}"),
         ("corrupted / unaccounted", f"{s['corrupted']} / {s['unaccounted']}"),
-        ("packets/s", f"{s['pps']:,.0f}"),
+        ("packets/s", f"{s['pps']:,.0f} (of it {s['paced_s']:.1f} s waiting for the hostile guest)"),
         ("hostile rounds / disconnects", f"{h['rounds']} / {h['disconnects']} {h['disconnect_reasons']}"),
         (
             "RssAnon growth after warm-up",

@@ -93,13 +93,22 @@ class SoakPlan:
     rss_bound_mib: float = 16.0
     deadline_s: float = 0.0  # 0: 120 s plus 10 ms a packet (a tenth of the rate seen)
     nr_frames: int = 16384
+    # guest A waits for guest B's rounds to keep up: at least one hostile round per this many
+    # packets, and two in all (one answered, one disconnecting), however fast the traffic runs
+    hostile_every: int = 2000
     phases: tuple[Phase, ...] = field(default_factory=all_phases)
 
     def __post_init__(self) -> None:
-        if self.packets < 1 or self.chunk < 1:
-            raise ValueError("soak: packets and chunk must be positive")
+        if self.packets < 1 or self.chunk < 1 or self.hostile_every < 1:
+            raise ValueError("soak: packets, chunk and hostile_every must be positive")
         if not self.deadline_s:
             object.__setattr__(self, "deadline_s", 120.0 + self.packets / 100)
+
+    def hostile_rounds(self, packets_done: int) -> int:
+        """Hostile rounds guest B must have finished before guest A goes past ``packets_done``."""
+        if packets_done >= self.packets:
+            return max(2, self.packets // self.hostile_every)
+        return packets_done // self.hostile_every
 
     def chunks(self) -> list[tuple[int, int]]:
         """(phase index, packets) per connection: round robin, so every phase runs early and
@@ -380,6 +389,21 @@ def _rx_drain(
     )
 
 
+def _keep_pace(loop: DomainLoop, plan: SoakPlan, sh: _Shared, deadline: float) -> float:
+    """Wait (disconnected, between chunks) until guest B's rounds keep up with our packets;
+    returns the seconds waited."""
+    need = plan.hostile_rounds(sh.a_packets.value)
+    t = time.monotonic()
+    _wait(
+        loop,
+        lambda: sh.b_round_done.value >= need,
+        deadline,
+        f"guest B's hostile rounds fell behind at packet {sh.a_packets.value}",
+        lambda: f"{sh.b_round_done.value} of {need} rounds done, {sh.b_removed.value} vifs removed",
+    )
+    return time.monotonic() - t
+
+
 def guest_a_main(world_path: str, paths: VifPaths, plan: SoakPlan, sh: _Shared) -> dict[str, Any]:
     with open_domain(world_path, GUEST_A) as (platform, xs):
         chunks = plan.chunks()
@@ -408,7 +432,9 @@ def guest_a_main(world_path: str, paths: VifPaths, plan: SoakPlan, sh: _Shared) 
         deadline = time.monotonic() + plan.deadline_s
         t0 = time.perf_counter()
         try:
+            paced = 0.0  # seconds guest A waited for guest B's rounds
             for chunk_no, (pi, count) in enumerate(chunks):
+                paced += _keep_pace(loop, plan, sh, deadline)
                 p = plan.phases[pi]
                 # counted from here: rx packets may arrive while the handshake completes
                 before, start = front.stats.as_dict(), got
@@ -469,11 +495,13 @@ def guest_a_main(world_path: str, paths: VifPaths, plan: SoakPlan, sh: _Shared) 
                     f"chunk {chunk_no} close",
                 )
             seconds = time.perf_counter() - t0
+            paced += _keep_pace(loop, plan, sh, deadline)
             _wait(loop, lambda: not front.pending_revoke or not front.retry_revoke(), deadline, "revoke")
             front.stop_watching()
             return {
                 "pid": os.getpid(),
                 "seconds": seconds,
+                "paced_s": round(paced, 3),
                 "generated": dict(generated),
                 "ring": dict(ring),
                 "drops": {k: {r: n for r, n in v.items() if n} for k, v in drops.items()},
@@ -807,8 +835,9 @@ class SoakResult:
                 f"the hostile guest ran {self.guest_b['fatal_rounds']} disconnecting rounds, "
                 f"netback disconnected it {sum(fatal.values())} times"
             )
-        if not self.guest_b["rounds"]:
-            problems.append("the hostile guest ran no round")
+        need = plan.hostile_rounds(plan.packets)
+        if self.guest_b["rounds"] < need:
+            problems.append(f"the hostile guest ran {self.guest_b['rounds']} rounds, fewer than {need}")
         secs = a["seconds"] or float("nan")
         return {
             "ok": not problems,
@@ -817,6 +846,7 @@ class SoakResult:
             "seed": plan.seed,
             "duration_s": self.wall_s,
             "traffic_s": a["seconds"],
+            "paced_s": a["paced_s"],  # of traffic_s: guest A waiting for guest B's rounds
             "pps": plan.packets / secs,
             "sent": totals["tx_generated"] + totals["rx_generated"],
             "received": totals["tx_received"] + totals["rx_received"],

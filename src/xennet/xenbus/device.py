@@ -11,7 +11,7 @@ from .handshake import Event
 from .states import XenbusState
 
 if TYPE_CHECKING:
-    from ..xenstore.client import XenstoreClient
+    from ..xenstore.client import Transaction, XenstoreClient
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,24 @@ class XenbusDevice:
         gone; a write that fails then keeps the state locally instead of raising."""
         if state == self.state:
             return
+        node = f"{self.nodename}/state"
+
+        def write(t: Transaction) -> bool:
+            # as Linux's xenbus_switch_state: a plain write after a toolstack detach would
+            # create our directory again, and that orphan would never be removed
+            try:
+                if t.try_read(node) is None:
+                    return False
+            except XenstoreError as exc:
+                if exc.errno_name == "EACCES":  # our parents are gone too
+                    return False
+                raise
+            t.write(node, str(int(state)))
+            return True
+
         try:
-            self.xs.write(f"{self.nodename}/state", str(int(state)))
+            if not self.xs.run_transaction(write):
+                log.debug("%s: gone; state %s kept locally", self.nodename, state.name)
         except XenstoreError:
             if not quiet:
                 raise
