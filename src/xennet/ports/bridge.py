@@ -31,11 +31,25 @@ class BridgeStats:
 
 
 class LearningBridge:
-    def __init__(self, ageing_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+    """``max_per_port`` bounds what one guest can make us learn: a guest sending from random
+    source MACs fills its own share of the table, never another port's (Linux's bridge has
+    the same knob as ``max_learned``).  Past it, the source is not learned (its replies are
+    flooded) and the refusal is counted."""
+
+    def __init__(
+        self,
+        ageing_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_per_port: int = 1024,
+    ) -> None:
+        if ageing_s <= 0 or max_per_port < 1:
+            raise ValueError("bridge: ageing_s and max_per_port must be positive")
         self.ports: dict[str, Port] = {}
         self.fdb: dict[bytes, tuple[str, float]] = {}  # mac -> (port, last seen)
+        self.learned: Counter[str] = Counter()  # fdb entries per port
         self.ageing_s = ageing_s
         self.clock = clock
+        self.max_per_port = max_per_port
         self.stats = BridgeStats()
 
     def attach(self, port: Port) -> None:
@@ -44,6 +58,27 @@ class LearningBridge:
     def detach(self, name: str) -> None:
         self.ports.pop(name, None)
         self.fdb = {mac: entry for mac, entry in self.fdb.items() if entry[0] != name}
+        self.learned.pop(name, None)
+
+    def _forget(self, mac: bytes) -> None:
+        port, _ = self.fdb.pop(mac)
+        self.learned[port] -= 1
+
+    def _learn(self, mac: bytes, port: str, now: float) -> None:
+        old = self.fdb.get(mac)
+        if old is not None and old[0] == port:
+            self.fdb[mac] = (port, now)
+            return
+        if self.learned[port] >= self.max_per_port:
+            for m in [m for m, (p, seen) in self.fdb.items() if p == port and now - seen > self.ageing_s]:
+                self._forget(m)  # aged out: room again
+            if self.learned[port] >= self.max_per_port:
+                self.stats.dropped["fdb_full"] += 1  # counted, not learned; the frame still goes
+                return
+        if old is not None:
+            self._forget(mac)  # the station moved
+        self.fdb[mac] = (port, now)
+        self.learned[port] += 1
 
     def input(self, source: str, skb: Skb) -> None:
         """A frame arrived on ``source``; the bridge takes over the caller's reference."""
@@ -55,10 +90,10 @@ class LearningBridge:
         dst, src = head[:6], head[6:12]
         now = self.clock()
         if not src[0] & 1:  # never learn a multicast source
-            self.fdb[src] = (source, now)
+            self._learn(src, source, now)
         entry = self.fdb.get(dst)
         if entry is not None and now - entry[1] > self.ageing_s:
-            del self.fdb[dst]
+            self._forget(dst)
             entry = None
         if dst[0] & 1 or entry is None:  # broadcast, multicast or unknown: flood
             targets = [p for name, p in self.ports.items() if name != source]
@@ -79,7 +114,7 @@ class LearningBridge:
             if port.deliver(skb):
                 self.stats.forwarded += 1
             else:
-                self.stats.dropped[f"{port.name}: refused"] += 1
+                self.stats.dropped["port_refused"] += 1  # the port counts its own reason
 
 
 class VifPort:
