@@ -306,3 +306,38 @@ def test_removing_both_directories_leaves_no_node_behind(world: LocalWorld) -> N
     world.toolstack.rm(p.backend)
     world.pump()
     assert world.toolstack.try_read(p.backend) is None and not world.netback.vifs
+
+
+# --- tx responses: NULL is a skipped slot, and every skipped slot is counted ---------------
+
+
+def test_null_tx_responses_are_counted_and_the_packet_stays_in_flight(world: LocalWorld) -> None:
+    front = world.fronts[(1, 0)]
+    vif = world.vif()
+    assert vif.tx is not None and front.tx is not None
+    assert front.send_frame(b"\x02" * 100)
+    front.flush()
+    ring = vif.tx.ring  # the test is the backend: netback never sees this request
+    req = ring.get_request()
+    ring.put_response(req.id, netif.NETIF_RSP_NULL)  # a NULL where the real answer belongs
+    ring.push_responses()
+    world.platforms[0].evtchn.notify(vif.tx_port)
+    world.pump()
+    assert front.stats.tx_rsp_null == 1 and front.stats.tx_completed == 0
+    assert front.tx.in_flight == 1  # not answered: never taken for done
+    world.detach()  # the packet never answered is counted at close, and nothing is held
+    assert front.stats.tx_errors["unconsumed_at_close"] == 1
+    assert world.held()[1] == (0, 0, 0, 0)
+
+
+def test_a_gso_packets_extra_slot_answers_null_and_is_counted(world: LocalWorld) -> None:
+    from xennet.packet.frames import build_frame, frame_skb
+
+    front = world.fronts[(1, 0)]
+    frame = build_frame(payload=bytes(range(256)) * 12, csum="partial")
+    assert front.send(frame_skb(frame, front.memory, gso_size=1448))
+    front.flush()
+    world.pump()
+    assert front.stats.tx_gso_packets == 1
+    assert front.stats.tx_rsp_null == 1 and front.stats.tx_completed == 1  # netback: one slot, one extra
+    assert [d for _, d in world.to_backend] == [frame.data]

@@ -180,7 +180,7 @@ static void k_netfront_tx_post(struct in *in, struct xn_err *e)
 }
 static void k_netfront_tx_complete(struct in *in, struct xn_err *e)
 {
-    long res[8];
+    long res[9];
     xn_netfront_tx_complete(B(0), U(0), B(1), B(2), B(3), B(4), B(5), B(6), B(7), res, e);
 }
 static void k_netfront_rx_post(struct in *in, struct xn_err *e) { xn_netfront_rx_post(B(0), U(0), U(1), B(1), U(2), B(2), e); }

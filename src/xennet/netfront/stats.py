@@ -22,6 +22,7 @@ class NetfrontStats:
     tx_packets: int = 0
     tx_bytes: int = 0
     tx_completed: int = 0
+    tx_rsp_null: int = 0  # NULL responses skipped: one per extra-info slot we posted, or the backend's doing
     tx_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
     tx_queue_stopped: int = 0
     tx_slots: int = 0

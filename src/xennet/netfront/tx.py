@@ -345,7 +345,7 @@ class TxQueue:
             n = ring.unconsumed_responses()
             if n:
                 kernels.ring_copy_out(ring.page, ring.rsp_cons, n, ENTRY, ring.nr_ents, self._rsps)
-                consumed, ndone, nend, ok, err, dropped, fatal, detail = kernels.netfront_tx_complete(
+                consumed, ndone, nend, ok, err, dropped, fatal, detail, nulls = kernels.netfront_tx_complete(
                     self._rsps, n, self.pages.pool.buf, st.slots, st.inflight, st.ids.buf, st.pkts.buf,
                     self._done, self._end,
                 )  # fmt: skip
@@ -353,6 +353,7 @@ class TxQueue:
                 done_total += consumed
                 s = self.stats
                 s.tx_completed += ok
+                s.tx_rsp_null += nulls
                 if err:
                     s.tx_errors["backend_error"] += err
                 if dropped:

@@ -445,7 +445,7 @@ static PyObject *py_netfront_tx_complete(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*nw*w*w*w*w*w*w*", &rsps, &n, &pool, &slots, &inf, &ids, &pks, &done, &end))
         return NULL;
     uint32_t a;
-    long res[8];
+    long res[9];
     struct xn_err err;
     int rc = -2;
     if (!u32(n, &a))
@@ -454,7 +454,7 @@ static PyObject *py_netfront_tx_complete(PyObject *self, PyObject *args)
     REL(&rsps, &pool, &slots, &inf, &ids, &pks, &done, &end);
     if (rc == -2)
         return NULL;
-    return rc ? fail(&err) : tuple_of(res, 8);
+    return rc ? fail(&err) : tuple_of(res, 9);
 }
 
 /* ---- netfront rx ---- */

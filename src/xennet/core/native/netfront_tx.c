@@ -146,7 +146,7 @@ int xn_netfront_tx_post(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32
 
 int xn_netfront_tx_complete(struct xn_buf rsps, uint32_t n, struct xn_buf pool, struct xn_buf slots,
                             struct xn_buf inflight, struct xn_buf id_stack, struct xn_buf pkt_stack,
-                            struct xn_buf done_out, struct xn_buf end_out, long res[8], struct xn_err *err)
+                            struct xn_buf done_out, struct xn_buf end_out, long res[9], struct xn_err *err)
 {
     struct xn_stack ids, pks;
     if (xn_stack_open(&ids, id_stack, err) || xn_stack_open(&pks, pkt_stack, err))
@@ -159,14 +159,16 @@ int xn_netfront_tx_complete(struct xn_buf rsps, uint32_t n, struct xn_buf pool, 
     if (rsps.len < (size_t)n * XN_TX_ENTRY || done_out.len < (size_t)n * sizeof(struct xn_tx_done) ||
         end_out.len < (size_t)n * sizeof(struct xn_end_ref))
         return xn_fail(err, "netfront_tx_complete: buffers too small");
-    long ndone = 0, nend = 0, ok = 0, bad = 0, dropped = 0, consumed = n, fatal = 0, detail = 0;
+    long ndone = 0, nend = 0, ok = 0, bad = 0, dropped = 0, consumed = n, fatal = 0, detail = 0, nulls = 0;
     int rc = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint16_t rid = xn_ld16(rsps.p + (size_t)i * XN_TX_ENTRY);
         int16_t status;
         memcpy(&status, rsps.p + (size_t)i * XN_TX_ENTRY + 2, 2);
-        if (status == XN_RSP_NULL)
-            continue; /* an extra-info slot's response */
+        if (status == XN_RSP_NULL) {
+            nulls++; /* an extra-info slot's response (counted: a backend may send more) */
+            continue;
+        }
         struct xn_tx_slot ts;
         if (rid < nr_ents)
             XN_GET(ts, slots.p, rid);
@@ -231,5 +233,6 @@ int xn_netfront_tx_complete(struct xn_buf rsps, uint32_t n, struct xn_buf pool, 
     res[5] = dropped;
     res[6] = fatal;
     res[7] = detail;
+    res[8] = nulls;
     return 0;
 }

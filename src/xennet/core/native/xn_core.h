@@ -340,7 +340,7 @@ int xn_netfront_tx_post(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32
                         struct xn_err *err);
 int xn_netfront_tx_complete(struct xn_buf rsps, uint32_t n, struct xn_buf pool, struct xn_buf slots,
                             struct xn_buf inflight, struct xn_buf id_stack, struct xn_buf pkt_stack,
-                            struct xn_buf done_out, struct xn_buf end_out, long res[8], struct xn_err *err);
+                            struct xn_buf done_out, struct xn_buf end_out, long res[9], struct xn_err *err);
 
 /* netfront_rx.c */
 long xn_netfront_rx_post(struct xn_buf slots, uint32_t start, uint32_t mask, struct xn_buf pairs, uint32_t npairs,

@@ -140,7 +140,7 @@ def netfront_tx_post(
     return end, nreq, nbytes, gso_pkts, npkts
 
 
-Completed = tuple[int, int, int, int, int, int, int, int]
+Completed = tuple[int, int, int, int, int, int, int, int, int]
 
 
 def netfront_tx_complete(
@@ -157,7 +157,8 @@ def netfront_tx_complete(
     """Consume ``n`` copied-out tx responses.  A slot's own grant goes to ``end_out`` as
     (ref, frame or NONE32) for the caller to end; a pool frame goes back to the pool.  A
     finished packet with a tag goes to ``done_out`` as (tag, status).  Returns (responses
-    consumed, done, ends, completed OKAY, backend errors, backend drops, fatal, detail)."""
+    consumed, done, ends, completed OKAY, backend errors, backend drops, fatal, detail, NULL
+    responses skipped)."""
     q = memoryview(rsps).cast("B")
     sl = memoryview(slots).cast("B")
     inf = memoryview(inflight).cast("B")
@@ -168,13 +169,14 @@ def netfront_tx_complete(
     nr_ents = len(sl) // r.TX_SLOT.size
     if len(q) < n * ENTRY or len(do) < n * r.TX_DONE.size or len(eo) < n * r.END_REF.size:
         raise ValueError("netfront_tx_complete: buffers too small")
-    ndone = nend = ok = err = dropped = 0
+    ndone = nend = ok = err = dropped = nulls = 0
     for i in range(n):
         rid, status = TX_RSP.unpack_from(q, i * ENTRY)
         if status == netif.NETIF_RSP_NULL:
-            continue  # an extra-info slot's response
+            nulls += 1  # an extra-info slot's response (counted: a backend may send more)
+            continue
         if rid >= nr_ents or TX_SLOT.unpack_from(sl, rid * r.TX_SLOT.size)[2] == r.NONE16:
-            return i, ndone, nend, ok, err, dropped, r.TxDoneFatal.ID_NOT_IN_FLIGHT, rid
+            return i, ndone, nend, ok, err, dropped, r.TxDoneFatal.ID_NOT_IN_FLIGHT, rid, nulls
         ref, frame, slot, pflags = TX_SLOT.unpack_from(sl, rid * r.TX_SLOT.size)
         if slot >= len(inf) // r.TX_INFLIGHT.size:
             raise ValueError(f"netfront_tx_complete: in-flight slot {slot} out of range")
@@ -202,4 +204,4 @@ def netfront_tx_complete(
                 TX_DONE.pack_into(do, ndone * r.TX_DONE.size, tag, pstatus, 0)
                 ndone += 1
             pks.push(slot)
-    return n, ndone, nend, ok, err, dropped, r.TxDoneFatal.NONE, 0
+    return n, ndone, nend, ok, err, dropped, r.TxDoneFatal.NONE, 0, nulls
