@@ -26,6 +26,7 @@ from ..xenstore.client import XenstoreClient, XenstoreConnectionError
 from .loop import DomainLoop, shut_down_netfront
 
 if TYPE_CHECKING:
+    from ..ports.bridge import LearningBridge
     from ..ports.netns import Netns
     from ..ports.tap import Tap
 
@@ -428,3 +429,100 @@ def serve_netback(
             tap.close()
         for ns in spaces.values():
             ns.close()
+
+
+def serve_bridge(
+    platform: Platform,
+    xs: XenstoreClient,
+    back: Netback,
+    bridge: LearningBridge,
+    should_stop: StopFlag,
+    *,
+    poll_us: int = 0,
+) -> dict[str, Any]:
+    """Netback whose connected vifs are the ports of ``bridge`` (seed 003), until
+    ``should_stop()``.  A frame from one guest goes to another guest's rx queue as the skb
+    netback made of it: under ``data=map`` it still points at the sender's grant, and the
+    receiver's rx path grant-copies it from there."""
+    from ..ports.bridge import VifPort
+
+    ports: set[str] = set()
+
+    def look_over() -> None:
+        live = {vif.name: vif for vif in back.vifs.values() if vif.connected}
+        for name in [n for n in ports if n not in live]:
+            bridge.detach(name)
+            ports.discard(name)
+        for name, vif in live.items():
+            if name not in ports:
+                bridge.attach(VifPort(vif))
+                ports.add(name)
+                log.info("%s: connected; a port of the bridge", name)
+        settle()
+
+    def settle() -> None:
+        # every receiver copies first; then the senders' slots can be answered (under
+        # data=map a tx slot is answered only once its last receiver has its copy)
+        for vif in back.vifs.values():
+            vif.kick_rx()  # the XSA-392 stall clock runs here too
+        for vif in back.vifs.values():
+            vif.flush_tx_responses()
+
+    def on_event(port: int) -> None:
+        vif = back.vif_for_port(port)
+        if vif is None:
+            return
+        if vif.connected and vif.name not in ports:
+            look_over()
+        for skb in vif.on_event(port):
+            if vif.name in ports:
+                bridge.input(vif.name, skb)  # the bridge takes our reference
+            else:
+                vif.stats.tx_errors["no_port"] += 1
+                skb.release()
+        settle()
+
+    def idle() -> bool:
+        found = False
+        for vif in back.vifs.values():
+            tx, rx = vif.tx, vif.rx
+            if tx is not None and tx.ring.unconsumed_requests():
+                on_event(vif.tx_port)
+                found = True
+            elif rx is not None and rx.queued and rx.ring.unconsumed_requests():
+                settle()
+                found = True
+        return found
+
+    def on_watch(path: str, token: str) -> None:
+        back.on_watch(path, token)
+        look_over()
+
+    loop = DomainLoop(platform, xs, on_watch, on_event, idle=idle, poll_us=poll_us)
+    try:
+        back.start()
+        lost = ""
+        try:
+            while not should_stop():
+                if not loop.run_once(0.2):
+                    look_over()
+        except XenstoreConnectionError as exc:
+            lost = str(exc)
+            log.error("netback: xenstored is gone (%s): stopping; tearing every vif down alone", exc)
+        back.stop()
+        return {
+            "role": "netback",
+            "stopped": _why_stopped(lost, "", False),
+            "error": lost,
+            "vifs": back.report(),
+            "bridge": {
+                "forwarded": bridge.stats.forwarded,
+                "flooded": bridge.stats.flooded,
+                "dropped": dict(bridge.stats.dropped),
+                "fdb": len(bridge.fdb),
+            },
+            "accounting": asdict(platform.accounting()),
+            "busy_hits": loop.busy_hits,
+        }
+    finally:
+        loop.close()
