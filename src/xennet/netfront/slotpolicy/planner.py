@@ -32,20 +32,22 @@ cut points are therefore each wholly kept or wholly copied, and a dynamic progra
 the cut points is exact.  ``tests/netfront`` checks this against an exhaustive search over
 every partition of the byte stream on small pages.
 
-The programme: ``A[j]`` / ``C[j]`` hold the best ways to cover bytes [0, X[j]) whose last
-buffer is kept (or nothing yet) / copied, keyed by slots used (and buffers used when the
-buffer limit can bind, i.e. ``max_bufs < max_slots``; otherwise every buffer costs a slot and
-the slot limit implies the buffer limit), valued (bytes copied, buffers).  From a state at
-X[j] a kept range extends to any cut point of the same buffer; from an ``A`` state a copied
-run extends to any later cut point (a copied run never follows a copied run).  States
-dominated in (slots, bytes, buffers) are pruned.  With at most ~55 cut points for a 64 KiB
-packet and at most 19 slot counts this is a few ten thousand steps.
+The programme: two tables hold, per cut point ``at[j]``, the best ways to cover bytes
+[0, at[j]) whose last buffer is kept (or nothing yet) / copied, keyed by slots used (and
+buffers used when the buffer limit can bind, i.e. ``max_bufs < max_slots``; otherwise every
+buffer costs a slot and the slot limit implies the buffer limit), valued (bytes copied,
+buffers).  From a state at ``at[j]`` a kept range extends to any cut point of the same
+buffer; from a kept-end state a copied run extends to any later cut point (a copied run
+never follows a copied run).  States dominated in (slots, bytes, buffers) are pruned.  With
+at most ~55 cut points for a 64 KiB packet and at most 19 slot counts this is a few ten
+thousand steps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ...packet.skb import ETH_HLEN, MAX_SKB_FRAGS, Piece
 from ...platform.base import MAX_ORDER, PAGE_SIZE
@@ -122,9 +124,58 @@ def first_frame_bytes(offset: int, length: int, page_size: int = PAGE_SIZE) -> i
     return min(length, page_size - offset % page_size)
 
 
-# A DP entry: (bytes copied, buffers, slots, back-pointer table, back j, back key, kind)
-_Entry = tuple[int, int, int, int, int, int, int]
+class _State(NamedTuple):
+    """The best way found to cover the packet up to a cut point, for one (slots[, buffers]) key."""
+
+    copied: int  # bytes copied so far
+    bufs: int
+    slots: int
+    came_from: int  # which table the previous state is in (_KEPT_END or _COPIED_END)
+    prev_cut: int  # index of the previous state's cut point
+    prev_key: int
+    step: int  # how this state was reached: _START, _KEPT or _COPIED
+
+
+_KEPT_END, _COPIED_END = 0, 1  # the two tables: last buffer kept (or nothing yet) / copied
 _KEPT, _COPIED, _START = 0, 1, 2
+_Table = list[dict[int, _State]]  # per cut point: key -> state
+
+
+@dataclass(frozen=True)
+class _Cuts:
+    """The cut points of a layout (see the module) and, per elementary segment
+    [at[k], at[k+1]), the buffer that holds it and the cut index where that buffer ends."""
+
+    at: list[int]
+    owner: list[int]
+    buf_end: list[int]
+    starts: list[int]  # packet offset of each original buffer
+
+    @classmethod
+    def of(cls, layout: Sequence[Piece], page: int, hmin: int) -> _Cuts:
+        total = sum(p.length for p in layout)
+        starts: list[int] = []
+        points = {total, hmin}
+        pos = 0
+        for p in layout:
+            starts.append(pos)
+            points.add(pos)
+            r = (-p.offset) % page or page  # the first frame boundary inside the buffer
+            while r < p.length:
+                points.add(pos + r)
+                r += page
+            pos += p.length
+        at = sorted(points)
+        index = {x: k for k, x in enumerate(at)}
+        owner: list[int] = []
+        buf_end: list[int] = []
+        i = 0
+        for k in range(len(at) - 1):
+            while at[k] >= starts[i] + layout[i].length:
+                i += 1
+            owner.append(i)
+            buf_end.append(index[starts[i] + layout[i].length])
+        return cls(at, owner, buf_end, starts)
 
 
 def relayout_plan(
@@ -136,148 +187,133 @@ def relayout_plan(
     head_min: int = ETH_HLEN,
 ) -> RelayoutPlan:
     """The valid plan with the fewest copied bytes (then slots, then buffers); see the module."""
-    P = page_size
+    page = page_size
     if not layout:
         raise ValueError("a packet needs a head")
     for p in layout:
-        if p.length < 1 or p.offset < 0 or p.offset + p.length > P << p.order:
-            raise ValueError(f"bad piece {p} for page size {P}")
+        if p.length < 1 or p.offset < 0 or p.offset + p.length > page << p.order:
+            raise ValueError(f"bad piece {p} for page size {page}")
     total = sum(p.length for p in layout)
     hmin = min(head_min, total)
-    max_copy = P << MAX_ORDER
-
-    # Cut points: buffer boundaries, frame boundaries inside buffers, and the header length.
-    starts: list[int] = []
-    cuts = {total}
-    pos = 0
-    for p in layout:
-        starts.append(pos)
-        cuts.add(pos)
-        r = (-p.offset) % P or P
-        while r < p.length:
-            cuts.add(pos + r)
-            r += P
-        pos += p.length
-    cuts.add(hmin)
-    X = sorted(cuts)
-    m = len(X)
-    owner: list[int] = []  # buffer holding segment [X[k], X[k+1])
-    buf_end: list[int] = []  # cut index where that buffer ends
-    ends = {starts[i] + p.length: i for i, p in enumerate(layout)}
-    end_index = {i: X.index(e) for e, i in ends.items()}
-    i = 0
-    for k in range(m - 1):
-        while X[k] >= starts[i] + layout[i].length:
-            i += 1
-        owner.append(i)
-        buf_end.append(end_index[i])
-
-    track_bufs = max_bufs < max_slots
-    nb = max_bufs + 1
-
-    A: list[dict[int, _Entry]] = [{} for _ in range(m)]
-    C: list[dict[int, _Entry]] = [{} for _ in range(m)]
-    A[0][0] = (0, 0, 0, -1, -1, -1, _START)
-    tables = (A, C)
-
+    cuts = _Cuts.of(layout, page, hmin)
+    m = len(cuts.at)
+    # keyed by slots, and by buffers too when the buffer limit can bind (with max_bufs >=
+    # max_slots every buffer costs a slot, and the slot limit implies the buffer limit):
+    # key = slots * per_slot + bufs * per_buf
+    per_slot, per_buf = (max_bufs + 1, 1) if max_bufs < max_slots else (1, 0)
+    tables: tuple[_Table, _Table] = ([{} for _ in range(m)], [{} for _ in range(m)])
+    tables[_KEPT_END][0][0] = _State(0, 0, 0, -1, -1, -1, _START)
     for j in range(m - 1):
-        _prune(A[j], C[j], max_bufs)
-        x = X[j]
-        bi = owner[j]
-        boff = layout[bi].offset + x - starts[bi]
-        # kept ranges [x, X[k]) of buffer bi
-        kept: list[tuple[int, int]] = []
-        for k in range(j + 1, buf_end[j] + 1):
-            n = X[k] - x
-            if j == 0 and first_frame_bytes(boff, n, P) < hmin:
-                continue
-            kept.append((k, span(boff, n, P)))
-        # copied runs [x, X[k])
-        copies: list[tuple[int, int, int]] = []
-        for k in range(j + 1, m):
-            n = X[k] - x
-            if n > max_copy:
-                break
-            if j == 0 and min(n, P) < hmin:
-                continue
-            s = -(-n // P)
-            if s > max_slots:
-                break
-            copies.append((k, n, s))
-        for t in (0, 1):
-            for key, e in tables[t][j].items():
-                cp, nbuf, sl = e[0], e[1] + 1, e[2]
-                if nbuf > max_bufs:
+        _prune(tables[_KEPT_END][j], tables[_COPIED_END][j], max_bufs)
+        kept = _kept_extensions(layout, cuts, j, page, hmin)
+        copies = _copied_extensions(cuts, j, page, hmin, max_slots)
+        for t in (_KEPT_END, _COPIED_END):
+            for k0, e in tables[t][j].items():
+                cp, bufs = e.copied, e.bufs + 1
+                if bufs > max_bufs:
                     continue
                 for k, s in kept:
-                    s += sl
-                    if s > max_slots:
+                    slots = e.slots + s
+                    if slots > max_slots:
                         continue
-                    nkey = s * nb + nbuf if track_bufs else s
-                    dst = A[k]
-                    cur = dst.get(nkey)
-                    if cur is None or cp < cur[0] or (cp == cur[0] and nbuf < cur[1]):
-                        dst[nkey] = (cp, nbuf, s, t, j, key, _KEPT)
-                if t == 0:
+                    dst, dk = tables[_KEPT_END][k], slots * per_slot + bufs * per_buf
+                    cur = dst.get(dk)  # the inner loop: build a state only when it wins
+                    if cur is None or cp < cur.copied or (cp == cur.copied and bufs < cur.bufs):
+                        dst[dk] = _State(cp, bufs, slots, t, j, k0, _KEPT)
+                if t == _KEPT_END:  # a copied run never follows a copied run: they would merge
                     for k, n, s in copies:
-                        s += sl
-                        if s > max_slots:
+                        slots = e.slots + s
+                        if slots > max_slots:
                             break
-                        nkey = s * nb + nbuf if track_bufs else s
-                        dst = C[k]
-                        cur = dst.get(nkey)
-                        n += cp
-                        if cur is None or n < cur[0] or (n == cur[0] and nbuf < cur[1]):
-                            dst[nkey] = (n, nbuf, s, t, j, key, _COPIED)
-
-    best: tuple[tuple[int, int, int], int, int] | None = None
-    for t in (0, 1):
-        for key, e in tables[t][m - 1].items():
-            cand = ((e[0], e[2], e[1]), t, key)
-            if best is None or cand[0] < best[0]:
-                best = cand
-    if best is None:
+                        dst, dk, n = tables[_COPIED_END][k], slots * per_slot + bufs * per_buf, n + cp
+                        cur = dst.get(dk)
+                        if cur is None or n < cur.copied or (n == cur.copied and bufs < cur.bufs):
+                            dst[dk] = _State(n, bufs, slots, t, j, k0, _COPIED)
+    last = [(e, t, k0) for t in (_KEPT_END, _COPIED_END) for k0, e in tables[t][m - 1].items()]
+    if not last:
         raise NoPlan(
             f"no layout of {total} bytes fits {max_slots} slots and {max_bufs} buffers "
             f"with {hmin} header bytes in the first slot"
         )
-    (copied, slots, _nbufs), t, key = best
-    out: list[OutBuf] = []
-    k = m - 1
-    while True:
-        e = tables[t][k][key]
-        kind, pt, pj, pkey = e[6], e[3], e[4], e[5]
-        if kind == _START:
-            break
-        a, b = X[pj], X[k]
-        if kind == _KEPT:
-            src = owner[pj]
-            skip = a - starts[src]
-            out.append(Kept(a, b - a, src, skip, span(layout[src].offset + skip, b - a, P)))
-        else:
-            out.append(Copied(a, b - a, order_for(b - a, P), -(-(b - a) // P)))
-        t, k, key = pt, pj, pkey
-    out.reverse()
-    return RelayoutPlan(tuple(out), copied, slots, P)
+    best, t, k0 = min(last, key=lambda c: (c[0].copied, c[0].slots, c[0].bufs))
+    plan = _backtrack(layout, cuts, tables, t, k0, page)
+    return RelayoutPlan(tuple(plan), best.copied, best.slots, page)
 
 
-def _prune(a: dict[int, _Entry], c: dict[int, _Entry], max_bufs: int) -> None:
-    """Drop states another state beats in every respect: no more slots, bytes copied or
-    buffers.  An ``A`` state (which may copy next) also beats such a ``C`` state (which may not).
+def _kept_extensions(
+    layout: Sequence[Piece], cuts: _Cuts, j: int, page: int, hmin: int
+) -> list[tuple[int, int]]:
+    """(cut index, slots) of each kept range [at[j], at[k]) of the buffer holding at[j]."""
+    x, bi = cuts.at[j], cuts.owner[j]
+    boff = layout[bi].offset + x - cuts.starts[bi]
+    out: list[tuple[int, int]] = []
+    for k in range(j + 1, cuts.buf_end[j] + 1):
+        n = cuts.at[k] - x
+        if j == 0 and first_frame_bytes(boff, n, page) < hmin:
+            continue  # the head's first slot must carry the Ethernet header
+        out.append((k, span(boff, n, page)))
+    return out
 
-    Entries are visited by slots; ``best_a[b]`` / ``best_c[b]`` is the fewest bytes copied by
-    a surviving earlier state with at most ``b`` buffers."""
-    inf = 1 << 62
-    best_a = [inf] * (max_bufs + 1)
-    best_c = [inf] * (max_bufs + 1)
-    entries = [(e[2], e[0], e[1], 0, key) for key, e in a.items()]
-    entries += [(e[2], e[0], e[1], 1, key) for key, e in c.items()]
-    entries.sort()
-    for _sl, cp, nbuf, t, key in entries:
-        if best_a[nbuf] <= cp or (t and best_c[nbuf] <= cp):
-            del (c if t else a)[key]
+
+def _copied_extensions(
+    cuts: _Cuts, j: int, page: int, hmin: int, max_slots: int
+) -> list[tuple[int, int, int]]:
+    """(cut index, bytes, slots) of each copied run [at[j], at[k]), in increasing length."""
+    x = cuts.at[j]
+    out: list[tuple[int, int, int]] = []
+    for k in range(j + 1, len(cuts.at)):
+        n = cuts.at[k] - x
+        if n > page << MAX_ORDER:
+            break  # no compound page holds it
+        if j == 0 and min(n, page) < hmin:
             continue
-        best = best_c if t else best_a
+        s = -(-n // page)
+        if s > max_slots:
+            break
+        out.append((k, n, s))
+    return out
+
+
+def _backtrack(
+    layout: Sequence[Piece], cuts: _Cuts, tables: tuple[_Table, _Table], t: int, k0: int, page: int
+) -> list[OutBuf]:
+    """The buffers of the plan ending in state ``tables[t][last][k0]``, first to last."""
+    out: list[OutBuf] = []
+    k = len(cuts.at) - 1
+    while True:
+        e = tables[t][k][k0]
+        if e.step == _START:
+            break
+        a, b = cuts.at[e.prev_cut], cuts.at[k]
+        if e.step == _KEPT:
+            src = cuts.owner[e.prev_cut]
+            skip = a - cuts.starts[src]
+            out.append(Kept(a, b - a, src, skip, span(layout[src].offset + skip, b - a, page)))
+        else:
+            out.append(Copied(a, b - a, order_for(b - a, page), -(-(b - a) // page)))
+        t, k, k0 = e.came_from, e.prev_cut, e.prev_key
+    out.reverse()
+    return out
+
+
+def _prune(kept: dict[int, _State], copied: dict[int, _State], max_bufs: int) -> None:
+    """Drop states another state beats in every respect: no more slots, bytes copied or
+    buffers.  A kept-end state (which may copy next) also beats such a copied-end state
+    (which may not).
+
+    States are visited by slots; ``best_kept[b]`` / ``best_copied[b]`` is the fewest bytes
+    copied by a surviving earlier state with at most ``b`` buffers."""
+    inf = 1 << 62
+    best_kept = [inf] * (max_bufs + 1)
+    best_copied = [inf] * (max_bufs + 1)
+    order = [(e.slots, e.copied, e.bufs, _KEPT_END, k) for k, e in kept.items()]
+    order += [(e.slots, e.copied, e.bufs, _COPIED_END, k) for k, e in copied.items()]
+    order.sort()
+    for _slots, cp, nbuf, t, k in order:
+        if best_kept[nbuf] <= cp or (t == _COPIED_END and best_copied[nbuf] <= cp):
+            del (copied if t == _COPIED_END else kept)[k]
+            continue
+        best = best_copied if t == _COPIED_END else best_kept
         for b in range(nbuf, max_bufs + 1):
             if best[b] <= cp:
                 break
