@@ -37,25 +37,25 @@ def attach_vif(xs: XenstoreClient, paths: VifPaths, spec: VifSpec) -> None:
     fe = paths.frontend
     fdom, bdom = paths.frontend_domid, paths.backend_domid
     fe_perms = [f"n{fdom}", f"r{bdom}"]
-    while True:
-        with xs.transaction() as t:
-            _write_backend(t, paths, spec)
-            t.write(fe, "")
-            t.set_perms(fe, fe_perms)
-            for key, value in (
-                ("backend", paths.backend),
-                ("backend-id", str(bdom)),
-                ("state", str(int(XenbusState.Initialising))),
-                ("handle", str(paths.handle)),
-                ("mac", spec.mac.lower()),
-                ("trusted", "1" if spec.trusted else "0"),
-            ):
-                t.write(f"{fe}/{key}", value)
-            # the guest may read its MTU but not change it
-            t.write(f"{fe}/mtu", str(spec.mtu))
-            t.set_perms(f"{fe}/mtu", [f"n{bdom}", f"r{fdom}"])
-            if t.commit():
-                return
+
+    def write(t: Transaction) -> None:
+        _write_backend(t, paths, spec)
+        t.write(fe, "")
+        t.set_perms(fe, fe_perms)
+        for key, value in (
+            ("backend", paths.backend),
+            ("backend-id", str(bdom)),
+            ("state", str(int(XenbusState.Initialising))),
+            ("handle", str(paths.handle)),
+            ("mac", spec.mac.lower()),
+            ("trusted", "1" if spec.trusted else "0"),
+        ):
+            t.write(f"{fe}/{key}", value)
+        # the guest may read its MTU but not change it
+        t.write(f"{fe}/mtu", str(spec.mtu))
+        t.set_perms(f"{fe}/mtu", [f"n{bdom}", f"r{fdom}"])
+
+    xs.run_transaction(write)
 
 
 def _write_backend(t: Transaction, paths: VifPaths, spec: VifSpec) -> None:
@@ -81,11 +81,7 @@ def _write_backend(t: Transaction, paths: VifPaths, spec: VifSpec) -> None:
 def attach_backend(xs: XenstoreClient, paths: VifPaths, spec: VifSpec) -> None:
     """Only the backend directory, for a new driver domain taking over a vif whose frontend
     lives on (its backend died and the toolstack removed the dead one's directory)."""
-    while True:
-        with xs.transaction() as t:
-            _write_backend(t, paths, spec)
-            if t.commit():
-                return
+    xs.run_transaction(lambda t: _write_backend(t, paths, spec))
 
 
 def detach_vif(xs: XenstoreClient, paths: VifPaths) -> None:
