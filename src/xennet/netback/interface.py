@@ -243,11 +243,11 @@ class Vif:
 
     def fail(self, reason: str, message: str) -> None:
         """Take the vif down for a local reason (its port went away): counted, one log line."""
-        log.error("%s: %s", self.name, message)
         self._fail(reason, message)
 
     def _fail(self, reason: str, message: str) -> None:
-        self._handshake.handle(Event.FATAL, message, reason)
+        # the FATAL row's RECORD_ERROR writes the one log line (and our error node)
+        self._handshake.handle(Event.FATAL, f"disconnecting domain {self.front_domid}: {message}", reason)
 
     def frontend_died(self) -> None:
         """The frontend's domain is gone: release what it gave us; nobody is left to handshake with."""
@@ -294,7 +294,6 @@ class Vif:
             if port == self.rx_port and self.rx is not None and self.rx.queued:
                 self.kick_rx()
         except FatalFrontendError as exc:
-            log.error("%s: disconnecting domain %d: %s", self.name, self.front_domid, exc)
             self._fail(exc.reason, str(exc))
             # the packets before the hostile one were answered: they are delivered (XSA-90);
             # mapped ones were unshared by the teardown
@@ -348,7 +347,6 @@ class Vif:
             if self.rx.process():
                 self._notify(self.rx_port)
         except FatalFrontendError as exc:
-            log.error("%s: disconnecting domain %d: %s", self.name, self.front_domid, exc)
             self._fail(exc.reason, str(exc))
 
     def _notify(self, port: int) -> None:

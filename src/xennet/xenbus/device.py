@@ -120,7 +120,12 @@ class XenbusDevice:
     def record_error(self, message: str) -> None:
         """The first half of xenbus_dev_fatal: log once, record the error in xenstore."""
         log.error("%s: %s", self.nodename, message)
+
+        def write(t: Transaction) -> None:
+            if t.try_read(f"{self.nodename}/state") is not None:  # never recreate a removed directory
+                t.write(f"{self.nodename}/error", message[:1000])
+
         try:
-            self.xs.write(f"{self.nodename}/error", message[:1000])
+            self.xs.run_transaction(write)
         except Exception:  # the store itself may be what failed
             log.debug("could not record error for %s", self.nodename, exc_info=True)
