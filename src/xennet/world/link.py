@@ -306,12 +306,8 @@ class Link:
         """Stop both domains in order, collect their counters, remove everything."""
         if self.ts is not None:
             for p in (getattr(self, "guest", None), getattr(self, "backend", None)):
-                if p is not None and p.proc.is_alive() and p.pid is not None:
-                    os.kill(p.pid, signal.SIGTERM)
-                    try:
-                        self.result[p.name] = p.result(20)
-                    except Exception as exc:  # report, keep tearing down
-                        self.result[p.name] = {"error": str(exc)}
+                if p is not None and p.proc.is_alive():
+                    self.result[p.name] = p.stop()
             try:
                 if self.ts.xs is not None:
                     self.ts.detach(self.paths)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -94,3 +95,13 @@ class DomainProcess:
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
+
+    def stop(self, timeout: float = 20) -> Any:
+        """SIGTERM (the domain programs unwind on it), then its report; a failure or a
+        timeout comes back as ``{"error": ...}`` so that a teardown can go on."""
+        if self.proc.is_alive() and self.pid is not None:
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            return self.result(timeout)
+        except Exception as exc:  # report, keep tearing down
+            return {"error": str(exc)}

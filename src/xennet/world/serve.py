@@ -272,6 +272,38 @@ def wait_for_revoke(front: Netfront, timeout_s: float) -> None:
         time.sleep(0.02)
 
 
+def _busy_vifs(back: Netback, on_event: Callable[[int], None], rx_work: Callable[[Vif], None]) -> bool:
+    """The busy-poll check of a netback loop: serve any vif with requests waiting."""
+    found = False
+    for vif in back.vifs.values():
+        tx, rx = vif.tx, vif.rx
+        if tx is not None and tx.ring.unconsumed_requests():
+            on_event(vif.tx_port)
+            found = True
+        elif rx is not None and rx.queued and rx.ring.unconsumed_requests():
+            rx_work(vif)
+            found = True
+    return found
+
+
+def _run_netback(
+    loop: DomainLoop, back: Netback, should_stop: StopFlag, look_over: Callable[[], None]
+) -> str:
+    """Start netback, run ``loop`` until ``should_stop()``, stop netback.  Returns why
+    xenstored went away ("" if it did not): then every vif is torn down alone."""
+    back.start()
+    lost = ""
+    try:
+        while not should_stop():
+            if not loop.run_once(0.2):
+                look_over()
+    except XenstoreConnectionError as exc:
+        lost = str(exc)
+        log.error("netback: xenstored is gone (%s): stopping; tearing every vif down alone", exc)
+    back.stop()
+    return lost
+
+
 def serve_netback(
     platform: Platform,
     xs: XenstoreClient,
@@ -373,16 +405,7 @@ def serve_netback(
         vif.flush_tx_responses()
 
     def idle() -> bool:
-        found = False
-        for vif in back.vifs.values():
-            tx, rx = vif.tx, vif.rx
-            if tx is not None and tx.ring.unconsumed_requests():
-                on_event(vif.tx_port)
-                found = True
-            elif rx is not None and rx.queued and rx.ring.unconsumed_requests():
-                vif.kick_rx()
-                found = True
-        return found
+        return _busy_vifs(back, on_event, lambda vif: vif.kick_rx())
 
     def look_over() -> None:
         live = {vif.name for vif in back.vifs.values() if vif.connected}
@@ -400,16 +423,7 @@ def serve_netback(
 
     loop = DomainLoop(platform, xs, on_watch, on_event, idle=idle, poll_us=poll_us)
     try:
-        back.start()
-        lost = ""  # xenstored went away: why
-        try:
-            while not should_stop():
-                if not loop.run_once(0.2):
-                    look_over()
-        except XenstoreConnectionError as exc:
-            lost = str(exc)
-            log.error("netback: xenstored is gone (%s): stopping; tearing every vif down alone", exc)
-        back.stop()
+        lost = _run_netback(loop, back, should_stop, look_over)
         info = back.report()
         for name in list(taps):
             tap_stats[name] = asdict(taps[name].stats)
@@ -483,16 +497,7 @@ def serve_bridge(
         settle()
 
     def idle() -> bool:
-        found = False
-        for vif in back.vifs.values():
-            tx, rx = vif.tx, vif.rx
-            if tx is not None and tx.ring.unconsumed_requests():
-                on_event(vif.tx_port)
-                found = True
-            elif rx is not None and rx.queued and rx.ring.unconsumed_requests():
-                settle()
-                found = True
-        return found
+        return _busy_vifs(back, on_event, lambda _vif: settle())
 
     def on_watch(path: str, token: str) -> None:
         back.on_watch(path, token)
@@ -500,16 +505,7 @@ def serve_bridge(
 
     loop = DomainLoop(platform, xs, on_watch, on_event, idle=idle, poll_us=poll_us)
     try:
-        back.start()
-        lost = ""
-        try:
-            while not should_stop():
-                if not loop.run_once(0.2):
-                    look_over()
-        except XenstoreConnectionError as exc:
-            lost = str(exc)
-            log.error("netback: xenstored is gone (%s): stopping; tearing every vif down alone", exc)
-        back.stop()
+        lost = _run_netback(loop, back, should_stop, look_over)
         return {
             "role": "netback",
             "stopped": _why_stopped(lost, "", False),

@@ -12,7 +12,6 @@ namespaces' worth of veths on a kernel bridge.
 from __future__ import annotations
 
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,12 +156,8 @@ class Switch:
         """Stop the guests, then the driver domain; collect their reports; remove everything."""
         if self.ts is not None:
             for p in self._procs():  # guests first: the backend sees each vif close
-                if p.proc.is_alive() and p.pid is not None:
-                    os.kill(p.pid, signal.SIGTERM)
-                    try:
-                        self.result[p.name] = p.result(20)
-                    except Exception as exc:  # report, keep tearing down
-                        self.result[p.name] = {"error": str(exc)}
+                if p.proc.is_alive():
+                    self.result[p.name] = p.stop()
             try:
                 if self.ts.xs is not None:
                     for g in self.guests:
