@@ -7,7 +7,7 @@ from typing import Any
 
 from ..netback.rxpolicy.packing import packing_policy
 from ..netfront.slotpolicy import policy_for, policy_names
-from ..packet.skb import GSO_NONE, HeapPages, Piece, Skb, build_skb, layout_slots, validate_layout
+from ..packet.skb import GSO_NONE, GSO_TCPV4, HeapPages, Piece, Skb, build_skb, layout_slots, validate_layout
 from ..ports.pktgen import Generator, TrafficSpec
 
 RX_PACKINGS = ("seed", "full")
@@ -17,7 +17,7 @@ def _skb_for(layout: Sequence[Piece], gso: tuple[int, int] | None, source: HeapP
     """A real frame in exactly this layout: TCP with GSO when asked, else plain bytes."""
     if gso is not None:
         gtype, mss = gso
-        gen = Generator(TrafficSpec(ip=4 if gtype == 1 else 6, proto="tcp", mss=mss))
+        gen = Generator(TrafficSpec(ip=4 if gtype == GSO_TCPV4 else 6, proto="tcp", mss=mss))
         return gen.skb(layout, source)
     data = bytes(i % 251 for i in range(sum(p.length for p in layout)))
     return build_skb(data, layout, source)

@@ -36,6 +36,16 @@ class BenchPlan:
     rtt_poll_us: int = 100_000  # an RTT with both domains polling all the time
     quick: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("runs", "small_frames", "bulk_frames", "rx_frames", "scale_guests", "scale_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: at least 1")
+        if self.link_seconds <= 0:
+            raise ValueError(f"link_seconds={self.link_seconds}: must be positive")
+        for name in ("poll_us", "rtt_poll_us"):
+            if not 0 <= getattr(self, name) <= 1_000_000:
+                raise ValueError(f"{name}={getattr(self, name)}: microseconds, 0 to 1000000")
+
     @classmethod
     def quick_plan(cls) -> BenchPlan:
         """Everything, small: a smoke test (CI) that asserts no targets."""

@@ -14,7 +14,7 @@ from ..world.loop import DomainLoop, shut_down_netfront
 from ..world.toolstack import SimToolstack, open_domain
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
-from .small import BACKEND_MAC, BATCH, GUEST_MAC, Counter, frame_batch
+from .small import BACKEND_MAC, BATCH, GUEST_MAC, MIN_FRAME, Counter, frame_batch
 
 BACKEND = 0
 
@@ -26,6 +26,15 @@ class ScaleJob:
     size: int = 64
     deadline_s: float = 120.0
     backend_frames: int = 65536  # the backend domain's memory (256 MiB; RSS counts touched pages)
+
+    def __post_init__(self) -> None:
+        for name in ("guests", "frames", "backend_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: at least 1")
+        if not MIN_FRAME <= self.size <= 65536:
+            raise ValueError(f"size={self.size}: {MIN_FRAME} to 65536 bytes")
+        if self.deadline_s <= 0:
+            raise ValueError(f"deadline_s={self.deadline_s}: must be positive")
 
 
 def rss_mib() -> float:

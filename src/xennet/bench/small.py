@@ -32,6 +32,8 @@ from ..xenbus.states import XenbusState
 
 BACKEND, GUEST = 0, 1
 BATCH = 256
+DIRECTIONS = ("tx", "rx")  # guest -> backend, backend -> guest
+MIN_FRAME = 18  # an Ethernet header and the frame's counter
 GUEST_MAC = b"\x00\x16\x3e\x00\x00\x01"
 BACKEND_MAC = b"\xfe\xff\xff\xff\xff\xff"
 
@@ -48,10 +50,24 @@ class FlowJob:
     deadline_s: float = 60.0
     nr_frames: int = 16384
 
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction={self.direction!r}: choose one of {', '.join(DIRECTIONS)}")
+        if self.frames < 1:
+            raise ValueError(f"frames={self.frames}: at least 1")
+        if not MIN_FRAME <= self.size <= 65536:
+            raise ValueError(f"size={self.size}: {MIN_FRAME} (a header and a counter) to 65536 bytes")
+        if not 0 <= self.gso_size <= 65535:
+            raise ValueError(f"gso_size={self.gso_size}: 0 (no GSO) to 65535")
+        if not 0 <= self.poll_us <= 1_000_000:
+            raise ValueError(f"poll_us={self.poll_us}: microseconds, 0 to 1000000")
+        if self.deadline_s <= 0:
+            raise ValueError(f"deadline_s={self.deadline_s}: must be positive")
+
 
 def frame_batch(n: int, size: int, dst: bytes, src: bytes) -> tuple[bytes, array[int]]:
     """``n`` frames of ``size`` bytes back to back (an Ethernet header, then a counter)."""
-    body = bytes((i * 7) & 0xFF for i in range(max(0, size - 18)))
+    body = bytes((i * 7) & 0xFF for i in range(max(0, size - MIN_FRAME)))
     frames = b"".join(dst + src + b"\x88\xb5" + struct.pack("!I", i) + body for i in range(n))
     return frames, array("I", [size] * n)
 

@@ -11,6 +11,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import get_args
 
 from ..core.types import Buffer
 from ..core.vec import PacketVec
@@ -47,8 +48,8 @@ class NetfrontConfig:
 
         if self.slot_policy not in policy_names():
             raise ValueError(f"slot policy {self.slot_policy!r}: choose one of {', '.join(policy_names())}")
-        if self.grants not in ("pool", "per-packet"):
-            raise ValueError(f"grants={self.grants!r}: pool or per-packet")
+        if self.grants not in get_args(Grants):
+            raise ValueError(f"grants={self.grants!r}: choose one of {', '.join(get_args(Grants))}")
         if not 1 <= self.rx_fill <= 256:
             raise ValueError(f"rx_fill {self.rx_fill}: 1..256")
         if not 1 <= self.max_slots <= 64:

@@ -11,7 +11,7 @@ import random
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args, get_type_hints
 
 from ..packet.csum import ones_sum
 from ..packet.frames import FrameError, build_frame, frame_skb, parse_l3l4
@@ -141,6 +141,18 @@ class TrafficSpec:
     seed: int = 1
     src_mac: str = "00:16:3e:00:00:01"
     dst_mac: str = "fe:ff:ff:ff:ff:ff"
+
+    def __post_init__(self) -> None:
+        for name in ("ip", "proto", "csum"):
+            allowed = get_args(get_type_hints(TrafficSpec)[name])
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r}: choose one of {', '.join(map(str, allowed))}"
+                )
+        if not 0 <= self.mss <= 65535:
+            raise ValueError(f"mss={self.mss}: 0 (no GSO) to 65535")
+        if self.mss and self.proto != "tcp":
+            raise ValueError(f"mss={self.mss}: GSO needs proto='tcp'")
 
 
 class Generator:

@@ -45,6 +45,15 @@ class LinkConfig:
     queues: int = 1
     poll_us: int = 0  # busy-poll each domain's rings and descriptors this long before sleeping
 
+    def __post_init__(self) -> None:
+        VifSpec(mac=self.mac, mtu=self.mtu)  # the vif's own rules for mac= and mtu=
+        if self.queues != 1:
+            raise ValueError(f"queues={self.queues}: only queues=1 is built so far")
+        if not 0 <= self.poll_us <= 1_000_000:
+            raise ValueError(f"poll_us={self.poll_us}: microseconds, 0 to 1000000")
+        if not 0 <= self.subnet <= 255:
+            raise ValueError(f"subnet={self.subnet}: the second octet of 10.x.n.0/24, 0 to 255")
+
 
 def preflight(check: bool = False) -> list[str]:
     """What this machine lacks for a link, one line each (empty: good to go)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -16,6 +17,63 @@ class PathFigures:
     rtt_ms: float | None
     gbit_s: float | None
     error: str = ""
+
+
+REFERENCE = "veth"  # the path every other is compared with
+
+
+@dataclass(frozen=True)
+class Spread:
+    median: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, xs: list[float]) -> Spread | None:
+        return cls(statistics.median(xs), min(xs), max(xs)) if xs else None
+
+
+@dataclass(frozen=True)
+class PathSummary:
+    """One path's runs: the spread of each figure, its errors, and its median Gbit/s over the
+    reference path's (None when either has no throughput figure)."""
+
+    gbit: Spread | None
+    rtt_ms: Spread | None
+    errors: list[str]
+    vs_reference: float | None
+
+
+def summarize(rows: dict[str, list[PathFigures]], reference: str = REFERENCE) -> dict[str, PathSummary]:
+    """Each path's runs summarized; runs that measured nothing (None) are left out of a spread."""
+
+    def gbit(figs: list[PathFigures]) -> Spread | None:
+        return Spread.of([f.gbit_s for f in figs if f.gbit_s is not None])
+
+    ref = gbit(rows.get(reference, []))
+    out: dict[str, PathSummary] = {}
+    for name, figs in rows.items():
+        g = gbit(figs)
+        out[name] = PathSummary(
+            gbit=g,
+            rtt_ms=Spread.of([f.rtt_ms for f in figs if f.rtt_ms is not None]),
+            errors=[f.error for f in figs if f.error],
+            vs_reference=g.median / ref.median if g and g.median and ref and ref.median else None,
+        )
+    return out
+
+
+def check_json(rows: dict[str, list[PathFigures]], runs: int, seconds: int, poll_us: int) -> dict[str, Any]:
+    """``xennet link --check --json``: each path's median, min and max, and the runs' errors."""
+
+    def spread(s: Spread | None) -> dict[str, float] | None:
+        return None if s is None else {"median": s.median, "min": s.min, "max": s.max}
+
+    paths = {
+        name: {"gbit": spread(p.gbit), "rtt_ms": spread(p.rtt_ms), "errors": p.errors}
+        for name, p in summarize(rows).items()
+    }
+    return {"runs": runs, "seconds": seconds, "poll_us": poll_us, "paths": paths}
 
 
 def _exec(ns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

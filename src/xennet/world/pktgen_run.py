@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_type_hints
 
 from ..netback.backend import Netback
 from ..netback.interface import NetbackConfig
@@ -40,6 +40,17 @@ class PktgenJob:
     back: NetbackConfig = field(default_factory=NetbackConfig)
     deadline_s: float = 120.0
     nr_frames: int = 16384
+
+    def __post_init__(self) -> None:
+        directions = get_args(get_type_hints(PktgenJob)["direction"])
+        if self.direction not in directions:
+            raise ValueError(f"direction={self.direction!r}: choose one of {', '.join(directions)}")
+        if not self.layouts:
+            raise ValueError("layouts: at least one packet layout")
+        if self.rate < 0:
+            raise ValueError(f"rate={self.rate}: packets/s, 0 for as fast as possible")
+        if self.deadline_s <= 0:
+            raise ValueError(f"deadline_s={self.deadline_s}: must be positive")
 
 
 def _verify(v: Verifier, skb: Skb) -> None:

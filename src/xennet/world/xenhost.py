@@ -102,6 +102,10 @@ class NetbackHostConfig:
     pcap: str | None = None
     reap: bool = True  # remove directories of our kind whose frontend domain is gone
 
+    def __post_init__(self) -> None:
+        if not self.kind.replace("-", "").isalnum():
+            raise ValueError(f"kind={self.kind!r}: a xenstore directory name")
+
 
 def run_netback(cfg: NetbackHostConfig, should_stop: Callable[[], bool]) -> dict[str, Any]:
     """Serve every ``backend/<kind>/*/*`` of this domain, one TAP per connected vif."""
