@@ -256,3 +256,16 @@ def test_the_lazy_xenlab_help_is_the_labs_own() -> None:
     assert holder.commands["xenlab"].help == XENLAB_HELP
     r = CliRunner().invoke(main, ["xenlab", "preflight", "--help"])
     assert r.exit_code == 0 and "missing" in r.output
+
+
+def test_link_guests_wants_two_or_more_and_no_capture_options() -> None:
+    from click.testing import CliRunner
+
+    from xennet.cli.main import main
+
+    r = CliRunner().invoke(main, ["link", "guests=1", "--check"])
+    assert r.exit_code == 2 and "guests=N wants N >= 2" in r.output
+    r = CliRunner().invoke(main, ["link", "guests=3", "--pcap-host", "x.pcap"])
+    assert r.exit_code == 2 and "takes --check" in r.output
+    r = CliRunner().invoke(main, ["switch", "17"])
+    assert r.exit_code == 2

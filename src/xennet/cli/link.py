@@ -17,7 +17,8 @@ from .vif import vif_config, vif_help
     help=f"""A paravirtual link between two network namespaces, with real Linux traffic.
 
     VIF options follow xl: mac=00:16:3e:xx:xx:xx mtu=1500 queues=1, plus {vif_help()},
-    poll_us=N (busy-poll each end this long before sleeping).
+    poll_us=N (busy-poll each end this long before sleeping).  guests=N (2 or more) makes it
+    ``xennet switch N``: N guests on a learning bridge in the driver domain.
     """
 )
 @click.argument("vif", nargs=-1)
@@ -52,6 +53,20 @@ def link(
 
     from ..world.link import Link, LinkConfig, preflight
 
+    guests = [item for spec in vif for item in spec.split(",") if item.strip().startswith("guests=")]
+    if guests:
+        from .switch import run_switch
+
+        n = guests[-1].split("=", 1)[1].strip()
+        if not n.isdigit() or int(n) < 2:
+            raise click.BadParameter(f"{guests[-1]}: guests=N wants N >= 2 (one guest is the plain link)")
+        if pcap_guest or pcap_host or chaos is not None:
+            raise click.BadParameter("guests=N takes --check, --runs, --seconds and --json only")
+        rest = tuple(
+            ",".join(i for i in spec.split(",") if not i.strip().startswith("guests=")) for spec in vif
+        )
+        run_switch(int(n), tuple(s for s in rest if s), check, runs, seconds, as_json)
+        return
     _, drivers = vif_config(vif)
     missing = preflight(check)
     if missing:

@@ -13,6 +13,7 @@ from .fuzz import fuzz
 from .link import link
 from .packets import layout, pktgen
 from .soak import report, soak
+from .switch import switch
 from .xen import xen
 
 
@@ -83,7 +84,7 @@ def xenstored(socket_path: str) -> None:
     daemon.run(socket_path)
 
 
-for _command in (demo, bench, fuzz, layout, pktgen, soak, report, link, xen):
+for _command in (demo, bench, fuzz, layout, pktgen, soak, report, link, switch, xen):
     main.add_command(_command)
 main.add_command(LazyGroup("xenlab", "xennet.xenlab.cli:register", XENLAB_HELP))
 
