@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar, cast
 
 from ..abi.ring import PAGE_SIZE, REQ_EVENT, REQ_PROD, RING_OFFSET, RSP_EVENT, RSP_PROD, const_ring_size
 
@@ -32,8 +33,8 @@ class _Ring(Generic[Req, Rsp]):
         page: memoryview,
         req: struct.Struct,
         rsp: struct.Struct,
-        req_type: Any = None,
-        rsp_type: Any = None,
+        req_type: type[Req] | None = None,
+        rsp_type: type[Rsp] | None = None,
         size: int = PAGE_SIZE,
     ) -> None:
         if len(page) < size:
@@ -48,9 +49,10 @@ class _Ring(Generic[Req, Rsp]):
         self.entry_size = max(req.size, rsp.size)
         self.nr_ents = const_ring_size(self.entry_size, size)
         self._mask = self.nr_ents - 1
-        # Values are unpacked straight into these types (NamedTuples), or left as tuples.
-        self._req_make = req_type._make if req_type is not None else tuple
-        self._rsp_make = rsp_type._make if rsp_type is not None else tuple
+        # Values are unpacked straight into these types (NamedTuples: their _make), or left
+        # as tuples.
+        self._req_make = cast(Callable[[Iterable[int]], Req], getattr(req_type, "_make", tuple))
+        self._rsp_make = cast(Callable[[Iterable[int]], Rsp], getattr(rsp_type, "_make", tuple))
 
     def _get(self, off: int) -> int:
         return self._idx[off >> 2]  # type: ignore[no-any-return]
@@ -92,8 +94,8 @@ class FrontRing(_Ring[Req, Rsp]):
         page: memoryview,
         req: struct.Struct,
         rsp: struct.Struct,
-        req_type: Any = None,
-        rsp_type: Any = None,
+        req_type: type[Req] | None = None,
+        rsp_type: type[Rsp] | None = None,
         *,
         init: bool = True,
     ) -> None:
@@ -175,8 +177,8 @@ class BackRing(_Ring[Req, Rsp]):
         page: memoryview,
         req: struct.Struct,
         rsp: struct.Struct,
-        req_type: Any = None,
-        rsp_type: Any = None,
+        req_type: type[Req] | None = None,
+        rsp_type: type[Rsp] | None = None,
     ) -> None:
         super().__init__(page, req, rsp, req_type, rsp_type)
         self.rsp_prod_pvt = 0
