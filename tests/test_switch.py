@@ -41,8 +41,9 @@ def test_three_guests_by_grant_copy_with_nothing_staged() -> None:
     v = json.loads(run.stdout)
     assert v["problems"] == [] and v["ok"] and v["data"] == "map"
     assert len(v["pings_ms"]) == 6 and all(rtt is not None for rtt in v["pings_ms"].values())
-    assert v["figures"]["xennet gbit"]["median"] > 0 and v["figures"]["linux bridge gbit"]["median"] > 0
-    assert v["figures"]["xennet reverse gbit"]["median"] > 0
+    paths = v["paths"]
+    assert paths["xennet"]["gbit"]["median"] > 0 and paths["linux bridge"]["gbit"]["median"] > 0
+    assert paths["xennet"]["reverse_gbit"]["median"] > 0 and v["vs_linux_bridge"]["gbit"] > 0
     fwd = v["forwarding"]
     assert fwd["staged_bytes"] == 0
     # iperf3 moved at least a megabyte each way between guests 1 and 2, all of it by grant copy

@@ -82,18 +82,17 @@ def _print(v: dict[str, Any]) -> None:
     )
     for col in ("path", "Gbit/s (min-max)", "reverse Gbit/s", "RTT ms"):
         t.add_column(col)
-    f = v["figures"]
-    for name in ("xennet", "linux bridge"):
-        g, r, rtt = f[f"{name} gbit"], f[f"{name} reverse gbit"], f[f"{name} rtt"]
-        t.add_row(
-            f"{name} guest 1 -> 2",
-            f"{g['median']:.3f} ({g['min']:.3f}-{g['max']:.3f})",
-            f"{r['median']:.3f}",
-            f"{rtt['median']:.3f}",
-        )
+
+    def fmt(x: dict[str, float] | None, spread: bool = False) -> str:
+        if x is None:
+            return "-"
+        return f"{x['median']:.3f} ({x['min']:.3f}-{x['max']:.3f})" if spread else f"{x['median']:.3f}"
+
+    for name, p in v["paths"].items():
+        t.add_row(f"{name} guest 1 -> 2", fmt(p["gbit"], True), fmt(p["reverse_gbit"]), fmt(p["rtt_ms"]))
     console.print(t)
     ratio = v["vs_linux_bridge"]
-    console.print(f"vs linux bridge: {ratio['gbit']:.3f}x, reverse {ratio['reverse_gbit']:.3f}x")
+    console.print(f"vs linux bridge: {ratio['gbit'] or 0:.3f}x, reverse {ratio['reverse_gbit'] or 0:.3f}x")
     pings = ", ".join(f"{k} {'-' if ms is None else f'{ms:.2f}'}" for k, ms in v["pings_ms"].items())
     console.print(f"ping between every pair (ms): {pings}")
     fwd = v["forwarding"]

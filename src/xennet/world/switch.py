@@ -241,27 +241,16 @@ class LinuxBridge:
 
 def check(sw: Switch, runs: int = 1, seconds: float = 3) -> dict[str, Any]:
     """``xennet switch --check``: ping between every pair of guests; iperf3 between the first
-    two, both ways; the same across a Linux bridge of veths, in the same run.  Figures are the
-    medians, minima and maxima of ``runs`` runs.  Call ``report`` with ``sw.close()``'s result
-    for the forwarding counters and the verdict."""
-    from ..bench.figures import Figure, ratio
-    from .linkcheck import measure
+    two, both ways; the same across a Linux bridge of veths, in the same run.  Each figure is
+    the median, minimum and maximum of ``runs`` runs.  ``verdict`` adds the forwarding
+    counters from ``sw.close()``'s report."""
+    from .linkcheck import PathFigures, Spread, measure, summarize
 
     cfg = sw.cfg
     ref = LinuxBridge(cfg.guests, (cfg.subnet + 1) % 254 + 1, os.getpid() % 250 + 1, cfg.mtu)
     pings: dict[str, float | None] = {}
     errors: list[str] = []
-    figs = {
-        name: Figure(name, unit)
-        for name, unit in (
-            ("xennet gbit", "Gbit/s"),
-            ("xennet reverse gbit", "Gbit/s"),
-            ("xennet rtt", "ms"),
-            ("linux bridge gbit", "Gbit/s"),
-            ("linux bridge reverse gbit", "Gbit/s"),
-            ("linux bridge rtt", "ms"),
-        )
-    }
+    rows: dict[bool, dict[str, list[PathFigures]]] = {False: {}, True: {}}  # by reverse
     try:
         for a in sw.guests:
             for b in sw.guests:
@@ -279,25 +268,31 @@ def check(sw: Switch, runs: int = 1, seconds: float = 3) -> dict[str, Any]:
             for name, (client, server, ip) in paths.items():
                 for reverse in (False, True):
                     f = measure(client, server, ip, seconds, reverse=reverse)
-                    if f.gbit_s is not None:
-                        figs[f"{name}{' reverse' if reverse else ''} gbit"].add(f.gbit_s)
-                    if f.rtt_ms is not None:
-                        figs[f"{name} rtt"].add(f.rtt_ms)
+                    rows[reverse].setdefault(name, []).append(f)
                     if f.error:
                         errors.append(f"iperf3 {name}{' -R' if reverse else ''}: {f.error}")
     finally:
         ref.close()
+
+    def spread(x: Spread | None) -> dict[str, float] | None:
+        return None if x is None else {"median": x.median, "min": x.min, "max": x.max}
+
+    fwd, rev = summarize(rows[False], "linux bridge"), summarize(rows[True], "linux bridge")
     return {
         "guests": cfg.guests,
         "data": cfg.back.tx_limits.data,
         "runs": runs,
         "seconds": seconds,
         "pings_ms": pings,
-        "figures": {k: f.as_dict() for k, f in figs.items()},
-        "vs_linux_bridge": {
-            "gbit": ratio(figs["xennet gbit"], figs["linux bridge gbit"]),
-            "reverse_gbit": ratio(figs["xennet reverse gbit"], figs["linux bridge reverse gbit"]),
-        },
+        "paths": {
+            name: {
+                "gbit": spread(fwd[name].gbit),
+                "reverse_gbit": spread(rev[name].gbit),
+                "rtt_ms": spread(fwd[name].rtt_ms),
+            }
+            for name in paths
+        },  # fmt: skip
+        "vs_linux_bridge": {"gbit": fwd["xennet"].vs_reference, "reverse_gbit": rev["xennet"].vs_reference},
         "errors": errors,
     }
 
@@ -309,9 +304,9 @@ def verdict(checked: dict[str, Any], closed: dict[str, Any]) -> dict[str, Any]:
     fwd = forwarding(closed)
     problems = list(checked["errors"])
     problems += [f"ping {pair}: no answer" for pair, rtt in checked["pings_ms"].items() if rtt is None]
-    for key in ("xennet gbit", "xennet reverse gbit"):
-        if not checked["figures"][key]["runs"]:
-            problems.append(f"{key}: no iperf3 figure")
+    for key in ("gbit", "reverse_gbit"):
+        if checked["paths"]["xennet"][key] is None:
+            problems.append(f"xennet {key}: no iperf3 figure")
     if checked["data"] == "map":
         if fwd["staged_bytes"]:
             problems.append(f"data=map staged {fwd['staged_bytes']} bytes in backend memory")
