@@ -19,7 +19,7 @@ from xennet.ports.pktgen import TrafficSpec, worst_layout
 from xennet.world.link import LinkConfig
 from xennet.world.pktgen_run import PktgenJob
 from xennet.world.soak import SoakPlan
-from xennet.world.xenhost import NetbackHostConfig
+from xennet.world.xen.host import NetbackHostConfig
 from xennet.xenbus.toolstack import VifSpec
 
 LAYOUTS = (worst_layout(),)

@@ -15,8 +15,8 @@ from xennet.packet.frames import build_frame
 from xennet.packet.skb import GSO_TCPV4, GSO_TCPV6, PageSource, Skb, build_skb, linear_layout
 from xennet.ports.bridge import LearningBridge, VifPort
 from xennet.ports.tap import Tap
-from xennet.world.local import LocalWorld
-from xennet.world.serve import Capture
+from xennet.world.host.serve import Capture
+from xennet.world.local.world import LocalWorld
 
 ZERO = (0, 0, 0, 0)
 

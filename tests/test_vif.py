@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from xennet.abi import netif
 from xennet.abi.ring import REQ_PROD
 from xennet.netfront.device import NetfrontConfig
-from xennet.world.local import LocalWorld
+from xennet.world.local.world import LocalWorld
 from xennet.xenbus.states import XenbusState as S
 from xennet.xenbus.toolstack import VifSpec
 

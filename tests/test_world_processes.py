@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from xennet.world.demo import run_demo
-from xennet.world.domains import TrafficPlan, guest_main, serve_backend
-from xennet.world.procs import DomainProcess
-from xennet.world.toolstack import SimToolstack
+from xennet.world.sim.domains import TrafficPlan, guest_main, serve_backend
+from xennet.world.sim.procs import DomainProcess
+from xennet.world.sim.toolstack import SimToolstack
 from xennet.xenbus.paths import VifPaths
 from xennet.xenbus.toolstack import VifSpec, attach_vif
 

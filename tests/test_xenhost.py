@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from xennet.cli.main import main
-from xennet.world import xenhost
+from xennet.world.xen import host as xenhost
 from xennet.xenstore import daemon
 from xennet.xenstore.client import XenstoreClient
 

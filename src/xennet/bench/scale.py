@@ -10,8 +10,8 @@ from typing import Any
 from ..netback.backend import Netback
 from ..netback.tx import TxBatch
 from ..netfront.device import Netfront
-from ..world.loop import DomainLoop, shut_down_netfront
-from ..world.toolstack import SimToolstack, open_domain
+from ..world.host.loop import DomainLoop, shut_down_netfront
+from ..world.sim.toolstack import SimToolstack, open_domain
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from .small import BACKEND_MAC, BATCH, GUEST_MAC, MIN_FRAME, Counter, frame_batch

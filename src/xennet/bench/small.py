@@ -24,9 +24,9 @@ from ..netback.backend import Netback
 from ..netback.interface import NetbackConfig
 from ..netback.tx import TxBatch
 from ..netfront.device import Netfront, NetfrontConfig
-from ..world.loop import DomainLoop, shut_down_netfront
-from ..world.procs import DomainProcess
-from ..world.toolstack import SimToolstack, open_domain
+from ..world.host.loop import DomainLoop, shut_down_netfront
+from ..world.sim.procs import DomainProcess
+from ..world.sim.toolstack import SimToolstack, open_domain
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 

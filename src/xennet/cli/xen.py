@@ -29,7 +29,7 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
 
 def _xen_errors() -> tuple[type[BaseException], ...]:
     from ..platform.base import PlatformError
-    from ..world.xenhost import XenHostError
+    from ..world.xen.host import XenHostError
     from ..xenstore.errors import XenstoreError
 
     return (PlatformError, XenHostError, XenstoreError, OSError)
@@ -58,7 +58,7 @@ def xen_netback(
     pcap: str | None,
     as_json: bool,
 ) -> None:
-    from ..world.xenhost import NetbackHostConfig, run_netback
+    from ..world.xen.host import NetbackHostConfig, run_netback
 
     _, drivers = vif_config(vif)
     try:
@@ -97,8 +97,8 @@ def xen_netback(
 def xen_netfront(
     vif: tuple[str, ...], handle: int, tap_name: str, address: str | None, pcap: str | None, as_json: bool
 ) -> None:
-    from ..world.serve import TapSpec
-    from ..world.xenhost import NetfrontHostConfig, run_netfront
+    from ..world.host.serve import TapSpec
+    from ..world.xen.host import NetfrontHostConfig, run_netfront
 
     _, drivers = vif_config(vif)
     tap = TapSpec(tap_name, None, address, drivers.mtu, drivers.offloads)
@@ -118,7 +118,7 @@ def xen_netfront(
 @click.option("--bridge", help="Written as the vif's `bridge` key.")
 def xen_attach(domid: int, vif: tuple[str, ...], handle: int, kind: str, bridge: str | None) -> None:
     """From dom0: create vif HANDLE of domain DOMID with libxl's keys (mac= mtu=)."""
-    from ..world.xenhost import attach
+    from ..world.xen.host import attach
     from ..xenbus.toolstack import VifSpec
 
     _, drivers = vif_config(vif)
@@ -135,7 +135,7 @@ def xen_attach(domid: int, vif: tuple[str, ...], handle: int, kind: str, bridge:
 @click.option("--kind", default="vif", show_default=True)
 def xen_detach(domid: int, handle: int, kind: str) -> None:
     """From dom0: take vif HANDLE of DOMID offline and remove both directories."""
-    from ..world.xenhost import detach
+    from ..world.xen.host import detach
 
     try:
         detach(domid, handle, kind)

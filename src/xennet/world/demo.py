@@ -9,8 +9,8 @@ from typing import Any
 
 from ..xenbus.paths import VifPaths
 from ..xenbus.toolstack import VifSpec
-from .domains import TrafficPlan, backend_main, guest_main
-from .toolstack import SimToolstack
+from .sim.domains import TrafficPlan, backend_main, guest_main
+from .sim.toolstack import SimToolstack
 
 BACKEND_DOMID = 0
 GUEST_DOMID = 1

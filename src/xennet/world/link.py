@@ -23,9 +23,9 @@ from ..netfront.device import Netfront, NetfrontConfig
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenbus.toolstack import VifSpec, attach_backend
-from .procs import DomainProcess
-from .serve import Capture, TapSpec, serve_netback, serve_netfront
-from .toolstack import SimToolstack, open_domain
+from .host.serve import Capture, TapSpec, serve_netback, serve_netfront
+from .sim.procs import DomainProcess
+from .sim.toolstack import SimToolstack, open_domain
 
 BACKEND, GUEST = 0, 1
 GUEST_TAP, HOST_TAP = "xn0", "xnb0"

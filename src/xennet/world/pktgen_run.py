@@ -23,9 +23,9 @@ from ..ports.pktgen import Generator, TrafficSpec, Verifier
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenbus.toolstack import VifSpec
-from .loop import DomainLoop, shut_down_netfront
-from .procs import _ctx
-from .toolstack import SimToolstack, open_domain
+from .host.loop import DomainLoop, shut_down_netfront
+from .sim.procs import _ctx
+from .sim.toolstack import SimToolstack, open_domain
 
 BACKEND, GUEST = 0, 1
 

@@ -36,9 +36,9 @@ from ..ports.pktgen import Generator, TrafficSpec, Verifier, random_layout
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenbus.toolstack import VifSpec
-from .loop import DomainLoop
-from .procs import _ctx
-from .toolstack import SimToolstack, open_domain
+from .host.loop import DomainLoop
+from .sim.procs import _ctx
+from .sim.toolstack import SimToolstack, open_domain
 
 BACKEND, GUEST_A, GUEST_B = 0, 1, 2
 MIB = 1 << 20

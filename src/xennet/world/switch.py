@@ -24,10 +24,10 @@ from ..ports.bridge import LearningBridge
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenbus.toolstack import VifSpec
+from .host.serve import serve_bridge
 from .link import LinkAddresses, LinkConfig, _stop_on_sigterm, link_guest, preflight
-from .procs import DomainProcess
-from .serve import serve_bridge
-from .toolstack import SimToolstack, open_domain
+from .sim.procs import DomainProcess
+from .sim.toolstack import SimToolstack, open_domain
 
 BACKEND = 0
 MAX_GUESTS = 16

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..platform.base import Platform, PlatformError
-from ..xenstore.client import XenstoreClient
+from ...platform.base import Platform, PlatformError
+from ...xenstore.client import XenstoreClient
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class DomainLoop:
 def shut_down_netfront(front: Any, loop: DomainLoop, timeout_s: float = 10.0) -> None:
     """Close a netfront in order: Closing, wait for Closed, then give a backend that was slow
     (or died and was reaped) the same time to let go of our grants, and stop watching."""
-    from ..xenbus.states import XenbusState
+    from ...xenbus.states import XenbusState
 
     front.close()
     end = time.monotonic() + timeout_s

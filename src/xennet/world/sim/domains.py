@@ -10,13 +10,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..netback.backend import Netback
-from ..netfront.device import Netfront
-from ..xenbus.paths import VifPaths
-from ..xenbus.states import XenbusState
-from .loop import DomainLoop, shut_down_netfront
+from ...netback.backend import Netback
+from ...netfront.device import Netfront
+from ...xenbus.paths import VifPaths
+from ...xenbus.states import XenbusState
+from ..host.loop import DomainLoop, shut_down_netfront
+from ..traffic import check_frame, mac_bytes, make_frame
 from .toolstack import open_domain
-from .traffic import check_frame, mac_bytes, make_frame
 
 log = logging.getLogger(__name__)
 

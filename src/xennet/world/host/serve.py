@@ -14,21 +14,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.vec import PacketVec
-from ..netback.backend import Netback
-from ..netback.interface import Vif
-from ..netback.tx import TxBatch
-from ..netfront.device import Netfront
-from ..packet.skb import Skb
-from ..platform.base import Platform
-from ..xenbus.states import XenbusState
-from ..xenstore.client import XenstoreClient, XenstoreConnectionError
+from ...core.vec import PacketVec
+from ...netback.backend import Netback
+from ...netback.interface import Vif
+from ...netback.tx import TxBatch
+from ...netfront.device import Netfront
+from ...packet.skb import Skb
+from ...platform.base import Platform
+from ...xenbus.states import XenbusState
+from ...xenstore.client import XenstoreClient, XenstoreConnectionError
 from .loop import DomainLoop, shut_down_netfront
 
 if TYPE_CHECKING:
-    from ..ports.bridge import LearningBridge
-    from ..ports.netns import Netns
-    from ..ports.tap import Tap
+    from ...ports.bridge import LearningBridge
+    from ...ports.netns import Netns
+    from ...ports.tap import Tap
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class Capture:
     """
 
     def __init__(self, path: str) -> None:
-        from ..packet.skb import HeapPages
-        from ..ports.pcap import PcapWriter
+        from ...packet.skb import HeapPages
+        from ...ports.pcap import PcapWriter
 
         self.ring = PcapWriter(path)
         self.wire = PcapWriter(f"{path}.segments.pcap")
@@ -68,7 +68,7 @@ class Capture:
         self.unsegmented = 0
 
     def record(self, skb: Skb) -> None:
-        from ..packet.gso import GsoError
+        from ...packet.gso import GsoError
 
         self.ring.write_skb(skb)
         try:
@@ -90,14 +90,14 @@ def _record(pcap: Capture | None, skb: Skb) -> None:
 
 
 def _netns(spec: TapSpec) -> Netns:
-    from ..ports.netns import Netns
+    from ...ports.netns import Netns
 
     return Netns(spec.netns) if spec.netns else Netns.current()
 
 
 def open_tap(spec: TapSpec, ns: Netns) -> Tap:
     """Create the TAP, set its MTU and address, bring it up."""
-    from ..ports.tap import Tap
+    from ...ports.tap import Tap
 
     tap = Tap.open(spec.name, netns=spec.netns, offloads=spec.offloads, mtu=spec.mtu)
     try:
@@ -135,7 +135,7 @@ def serve_netfront(
     With ``reconnect`` a device that closed under us (its backend died or closed) asks for a
     new connection at once and waits in Initialising for a backend to answer, as a guest's
     NIC outlives a driver-domain restart; the TAP stays, so the guest's sockets do too."""
-    from ..ports.tap import TapGone
+    from ...ports.tap import TapGone
 
     ns = _netns(spec)
     tap = open_tap(spec, ns)
@@ -318,7 +318,7 @@ def serve_netback(
     A vif that goes away loses its TAP; a TAP that vanishes takes only its vif down.  A
     wake-up does only what is pending: the vif whose port fired, the TAP that is readable;
     vifs are looked over only when xenstore changed or the loop timed out."""
-    from ..ports.tap import TapGone
+    from ...ports.tap import TapGone
 
     taps: dict[str, Tap] = {}
     spaces: dict[str, Netns] = {}
@@ -458,7 +458,7 @@ def serve_bridge(
     ``should_stop()``.  A frame from one guest goes to another guest's rx queue as the skb
     netback made of it: under ``data=map`` it still points at the sender's grant, and the
     receiver's rx path grant-copies it from there."""
-    from ..ports.bridge import VifPort
+    from ...ports.bridge import VifPort
 
     ports: set[str] = set()
 

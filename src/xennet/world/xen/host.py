@@ -14,16 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..netback.backend import Netback
-from ..netback.interface import NetbackConfig, Vif
-from ..netfront.device import Netfront, NetfrontConfig
-from ..platform.base import PlatformError
-from ..xenbus.paths import VifPaths, domain_path
-from ..xenbus.states import XenbusState
-from ..xenbus.toolstack import VifSpec, attach_vif, detach_vif
-from ..xenstore.client import XenstoreClient
-from ..xenstore.errors import XenstoreError
-from .serve import Capture, TapSpec, serve_netback, serve_netfront
+from ...netback.backend import Netback
+from ...netback.interface import NetbackConfig, Vif
+from ...netfront.device import Netfront, NetfrontConfig
+from ...platform.base import PlatformError
+from ...xenbus.paths import VifPaths, domain_path
+from ...xenbus.states import XenbusState
+from ...xenbus.toolstack import VifSpec, attach_vif, detach_vif
+from ...xenstore.client import XenstoreClient
+from ...xenstore.errors import XenstoreError
+from ..host.serve import Capture, TapSpec, serve_netback, serve_netfront
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class XenHostError(RuntimeError):
 
 def open_xenstore(dev_dir: str = "/dev/xen") -> XenstoreClient:
     """xenstored's socket if this domain has one (dom0), else the xenbus device (any domain)."""
-    from ..platform.xen.xenbus import XenbusTransport
+    from ...platform.xen.xenbus import XenbusTransport
 
     env = os.environ.get("XENSTORED_PATH")
     for sock in (env,) if env else XENSTORED_SOCKETS:
@@ -65,7 +65,7 @@ class NetfrontHostConfig:
 
 def run_netfront(cfg: NetfrontHostConfig, should_stop: Callable[[], bool]) -> dict[str, Any]:
     """Serve ``device/vif/<handle>`` of this domain as its frontend, frames to a TAP."""
-    from ..platform.xen import XenPlatform
+    from ...platform.xen import XenPlatform
 
     xs = open_xenstore()
     try:
@@ -109,7 +109,7 @@ class NetbackHostConfig:
 
 def run_netback(cfg: NetbackHostConfig, should_stop: Callable[[], bool]) -> dict[str, Any]:
     """Serve every ``backend/<kind>/*/*`` of this domain, one TAP per connected vif."""
-    from ..platform.xen import XenPlatform
+    from ...platform.xen import XenPlatform
 
     xs = open_xenstore()
     try:

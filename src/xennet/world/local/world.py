@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..netback.backend import Netback
-from ..netback.interface import NetbackConfig, Vif
-from ..netfront.device import Netfront, NetfrontConfig
-from ..packet.skb import Layout, Skb
-from ..platform.sim import SimPlatform, SimWorld
-from ..xenbus.paths import VifPaths
-from ..xenbus.toolstack import VifSpec, attach_vif, detach_vif
-from ..xenstore.client import XenstoreClient
-from ..xenstore.server import XenstoredCore
-from .loop import DomainLoop
+from ...netback.backend import Netback
+from ...netback.interface import NetbackConfig, Vif
+from ...netfront.device import Netfront, NetfrontConfig
+from ...packet.skb import Layout, Skb
+from ...platform.sim import SimPlatform, SimWorld
+from ...xenbus.paths import VifPaths
+from ...xenbus.toolstack import VifSpec, attach_vif, detach_vif
+from ...xenstore.client import XenstoreClient
+from ...xenstore.server import XenstoredCore
+from ..host.loop import DomainLoop
 
 BACKEND = 0
 GUEST = 1

@@ -14,11 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..platform.sim import SimPlatform, SimWorld
-from ..xenbus.paths import VifPaths
-from ..xenbus.toolstack import VifSpec, attach_vif, detach_vif
-from ..xenstore import daemon as xenstored
-from ..xenstore.client import XenstoreClient
+from ...platform.sim import SimPlatform, SimWorld
+from ...xenbus.paths import VifPaths
+from ...xenbus.toolstack import VifSpec, attach_vif, detach_vif
+from ...xenstore import daemon as xenstored
+from ...xenstore.client import XenstoreClient
 from .procs import DomainProcess
 
 

@@ -1,0 +1,2 @@
+"""The deterministic in-process world: every domain in one process, the same protocol code,
+for unit and property tests."""
