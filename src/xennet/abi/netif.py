@@ -31,6 +31,51 @@ NETRXF_extra_info = 1 << _NETRXF_extra_info
 _NETRXF_gso_prefix = 4
 NETRXF_gso_prefix = 1 << _NETRXF_gso_prefix
 
+# --- a packet's checksum state across the rings: the one mapping of both ----------------
+# The state, as both ends' packet records carry it (core/records.PKT_*): the L4 checksum is
+# still to be completed (CHECKSUM_PARTIAL, csum_blank on the ring), or it was verified or
+# need not be (CHECKSUM_UNNECESSARY, data_validated).  The rings put the two bits in swapped
+# places; csum_blank always goes with data_validated (the data is fine, the sum is to come).
+CSUM_PARTIAL = 1
+CSUM_VALIDATED = 2
+
+
+def _csum_flags(state: int, blank: int, validated: int) -> int:
+    if state & CSUM_PARTIAL:
+        return blank | validated
+    if state & CSUM_VALIDATED:
+        return validated
+    return 0
+
+
+def _csum_state(flags: int, blank: int, validated: int) -> int:
+    if flags & blank:
+        return CSUM_PARTIAL
+    if flags & validated:
+        return CSUM_VALIDATED
+    return 0
+
+
+def tx_csum_flags(state: int) -> int:
+    """A tx request's checksum flags for a packet's state (netfront posting)."""
+    return _csum_flags(state, NETTXF_csum_blank, NETTXF_data_validated)
+
+
+def tx_csum_state(flags: int) -> int:
+    """A packet's checksum state from its first tx request's flags (netback assembling)."""
+    return _csum_state(flags, NETTXF_csum_blank, NETTXF_data_validated)
+
+
+def rx_csum_flags(state: int) -> int:
+    """An rx response's checksum flags for a packet's state (netback answering)."""
+    return _csum_flags(state, NETRXF_csum_blank, NETRXF_data_validated)
+
+
+def rx_csum_state(flags: int) -> int:
+    """A packet's checksum state from its first rx response's flags (netfront building)."""
+    return _csum_state(flags, NETRXF_csum_blank, NETRXF_data_validated)
+
+
 XEN_NETIF_EXTRA_TYPE_NONE = 0
 XEN_NETIF_EXTRA_TYPE_GSO = 1
 XEN_NETIF_EXTRA_TYPE_MCAST_ADD = 2

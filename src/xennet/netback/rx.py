@@ -25,7 +25,7 @@ from ..core import records as r
 from ..core.types import Buffer
 from ..core.vec import PacketVec, Piece
 from ..packet.pool import PoolPages
-from ..packet.skb import Csum, Skb, build_skb, linear_layout, page_pieces
+from ..packet.skb import Skb, build_skb, csum_state, linear_layout, page_pieces
 from ..platform.base import PAGE_SIZE, Mapping, Platform
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
@@ -58,14 +58,6 @@ def skb_pieces(skb: Skb) -> list[Piece]:
         for fi, off, n in page_pieces(buf.offset, buf.length):
             out.append(Piece(buf.page.frame + fi, off, n))
     return out
-
-
-def pkt_flags(skb: Skb) -> int:
-    if skb.csum is Csum.PARTIAL:
-        return r.PKT_CSUM_PARTIAL
-    if skb.csum is Csum.UNNECESSARY:
-        return r.PKT_DATA_VALIDATED
-    return 0
 
 
 class RxQueue:
@@ -163,7 +155,7 @@ class RxQueue:
             tag = self._next_tag
             self._next_tag = (self._next_tag + 1) & 0x7FFFFFFF
             i = self.q.append(
-                pieces, flags=pkt_flags(skb), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type
+                pieces, flags=csum_state(skb.csum), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type
             )
             if not self._admit(self.q.packet(i).piece0, len(pieces), bool(skb.gso_size)):
                 self.q.npkts -= 1

@@ -28,7 +28,7 @@ from ..core.vec import Packet, PacketVec
 from ..packet.frames import MAX_HEADER_LEN
 from ..packet.gso import GsoError, check_headers
 from ..packet.pool import PoolPages
-from ..packet.skb import MAX_SKB_FRAGS, Buf, Csum, Foreign, Skb
+from ..packet.skb import MAX_SKB_FRAGS, Buf, Csum, Foreign, Skb, csum_of
 from ..platform.base import Mapping, Page, Platform, PlatformError
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
@@ -474,8 +474,7 @@ class TxQueue:
 
 def _offloads(skb: Skb, p: Packet) -> None:
     """The packet record's offload state onto an skb."""
-    if p.flags & r.PKT_CSUM_PARTIAL:
-        skb.csum, skb.csum_start, skb.csum_offset = Csum.PARTIAL, p.csum_start, p.csum_offset
-    elif p.flags & r.PKT_DATA_VALIDATED:
-        skb.csum = Csum.UNNECESSARY
+    skb.csum = csum_of(p.flags)
+    if skb.csum is Csum.PARTIAL:
+        skb.csum_start, skb.csum_offset = p.csum_start, p.csum_offset
     skb.gso_size, skb.gso_type = p.gso_size, p.gso_type

@@ -22,7 +22,7 @@ from ..core import kernels
 from ..core import records as r
 from ..core.vec import PacketVec, RxState
 from ..packet.pool import PoolPages, Revoke
-from ..packet.skb import Buf, Csum, Skb
+from ..packet.skb import Buf, Csum, Skb, csum_of
 from ..platform.base import Page, Platform
 from ..ring import FrontRing
 from .stats import Drop, NetfrontStats
@@ -301,10 +301,9 @@ class RxQueue:
                 pages.append(page)
                 bufs.append(Buf(page, pc.offset, pc.len))
             skb = Skb(bufs[0], bufs[1:], pages=pages, source=_TwoPools(self.pages, self.heads))
-            if p.flags & r.PKT_CSUM_PARTIAL:
-                skb.csum, skb.csum_start, skb.csum_offset = Csum.PARTIAL, p.csum_start, p.csum_offset
-            elif p.flags & r.PKT_DATA_VALIDATED:
-                skb.csum = Csum.UNNECESSARY
+            skb.csum = csum_of(p.flags)
+            if skb.csum is Csum.PARTIAL:
+                skb.csum_start, skb.csum_offset = p.csum_start, p.csum_offset
             skb.gso_size, skb.gso_type = p.gso_size, p.gso_type
             out.append(skb)
         vec.clear()

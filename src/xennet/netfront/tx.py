@@ -35,10 +35,10 @@ from ..packet.skb import (
     GSO_TCPV4,
     GSO_TCPV6,
     MAX_SKB_FRAGS,
-    Csum,
     PageSource,
     Skb,
     build_skb,
+    csum_state,
     linear_layout,
     page_pieces,
 )
@@ -71,14 +71,6 @@ class TxFeatures:
     csum_offload: bool = True
     ipv6_csum_offload: bool = False
     max_slots: int = netif.XEN_NETIF_NR_SLOTS_MIN
-
-
-def pkt_flags(skb: Skb) -> int:
-    if skb.csum is Csum.PARTIAL:
-        return r.PKT_CSUM_PARTIAL
-    if skb.csum is Csum.UNNECESSARY:
-        return r.PKT_DATA_VALIDATED
-    return 0
 
 
 class TxQueue:
@@ -243,7 +235,7 @@ class TxQueue:
         if not self.vec.room(len(pieces)):
             raise RuntimeError("tx queue full: the caller must respect a stopped queue")
         j = self.vec.append(
-            pieces, flags=pkt_flags(skb), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type,
+            pieces, flags=csum_state(skb.csum), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type,
             csum_start=skb.csum_start, csum_offset=skb.csum_offset,
         )  # fmt: skip
         self._skbs[tag] = skb

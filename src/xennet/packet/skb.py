@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from ..abi.netif import XEN_NETIF_GSO_TYPE_NONE, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6
+from ..abi.netif import (
+    CSUM_PARTIAL,
+    CSUM_VALIDATED,
+    XEN_NETIF_GSO_TYPE_NONE,
+    XEN_NETIF_GSO_TYPE_TCPV4,
+    XEN_NETIF_GSO_TYPE_TCPV6,
+)
 from ..platform.base import MAX_ORDER, PAGE_SIZE, Page, PlatformError
 from .cb import ControlBlock
 
@@ -33,6 +39,23 @@ class Csum(enum.Enum):
     NONE = "none"  # no checksum promise: the receiver verifies
     PARTIAL = "partial"  # checksum to be completed: csum_start/csum_offset say where
     UNNECESSARY = "unnecessary"  # already verified
+
+
+_CSUM_STATE = {Csum.NONE: 0, Csum.PARTIAL: CSUM_PARTIAL, Csum.UNNECESSARY: CSUM_VALIDATED}
+
+
+def csum_state(csum: Csum) -> int:
+    """An skb's checksum state as the packet records and rings carry it (abi/netif CSUM_*)."""
+    return _CSUM_STATE[csum]
+
+
+def csum_of(state: int) -> Csum:
+    """The skb checksum state of a packet record's flags (PARTIAL wins over VALIDATED)."""
+    if state & CSUM_PARTIAL:
+        return Csum.PARTIAL
+    if state & CSUM_VALIDATED:
+        return Csum.UNNECESSARY
+    return Csum.NONE
 
 
 class Foreign(NamedTuple):

@@ -157,15 +157,6 @@ static void seg_from_grant(unsigned char *segs, uint32_t i, uint32_t gref, uint3
     XN_PUT(segs, i, s);
 }
 
-static uint16_t pkt_flags(uint16_t txflags)
-{
-    if (txflags & XN_TXF_CSUM_BLANK)
-        return XN_PKT_CSUM_PARTIAL;
-    if (txflags & XN_TXF_DATA_VALIDATED)
-        return XN_PKT_DATA_VALIDATED;
-    return 0;
-}
-
 /* (frames, segments, pieces) a packet's build takes */
 static void needs(const unsigned char *q, const struct xn_tx_pkt *p, uint32_t head_len, uint32_t map_frags,
                   uint32_t *frames, uint32_t *segs, uint32_t *pieces)
@@ -321,7 +312,7 @@ int xn_netback_tx_build(struct xn_buf reqs, struct xn_buf pkts, uint32_t start, 
                 again += take;
             }
         }
-        struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), pkt_flags(p.flags), p.size, j,
+        struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), XN_TX_CSUM_STATE(p.flags), p.size, j,
                            p.gso_size, p.gso_type, 0, 0, 0};
         XN_PUT(vec_pkts.p, j, v);
         xn_st32(seg_ranges.p + 8 * (size_t)j, seg0);

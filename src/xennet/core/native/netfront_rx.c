@@ -312,11 +312,7 @@ int xn_netfront_rx_build(struct xn_buf rsps, struct xn_buf pkts, uint32_t start,
             XN_PUT(slots.p, at, z);
             RECYCLE(s.ref, s.frame); /* untouched by the backend: post it again */
         }
-        uint16_t pflags = 0;
-        if (p.flags & XN_RXF_CSUM_BLANK)
-            pflags = XN_PKT_CSUM_PARTIAL;
-        else if (p.flags & XN_RXF_DATA_VALIDATED)
-            pflags = XN_PKT_DATA_VALIDATED;
+        uint16_t pflags = XN_RX_CSUM_STATE(p.flags);
         struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), pflags, p.len, j, p.gso_size, p.gso_type, 0, 0, 0};
         XN_PUT(vec_pkts.p, j, v);
         ok++;

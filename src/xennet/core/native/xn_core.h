@@ -98,6 +98,31 @@ struct xn_pkt {
 #define XN_PKT_DATA_VALIDATED 2u
 #define XN_PKT_CSUM_FAILED 4u
 
+/* A packet's checksum state (XN_PKT_*) and the ring flags: the twin of abi/netif.py's
+   tx/rx_csum_flags and tx/rx_csum_state.  The rings swap the two bits; csum_blank always
+   goes with data_validated. */
+static inline uint16_t xn_csum_flags(uint16_t pkt_flags, uint16_t blank, uint16_t validated)
+{
+    if (pkt_flags & XN_PKT_CSUM_PARTIAL)
+        return (uint16_t)(blank | validated);
+    if (pkt_flags & XN_PKT_DATA_VALIDATED)
+        return validated;
+    return 0;
+}
+
+static inline uint16_t xn_csum_state(uint16_t flags, uint16_t blank, uint16_t validated)
+{
+    if (flags & blank)
+        return XN_PKT_CSUM_PARTIAL;
+    if (flags & validated)
+        return XN_PKT_DATA_VALIDATED;
+    return 0;
+}
+#define XN_TX_CSUM_FLAGS(st) xn_csum_flags((st), XN_TXF_CSUM_BLANK, XN_TXF_DATA_VALIDATED)
+#define XN_TX_CSUM_STATE(f) xn_csum_state((f), XN_TXF_CSUM_BLANK, XN_TXF_DATA_VALIDATED)
+#define XN_RX_CSUM_FLAGS(st) xn_csum_flags((st), XN_RXF_CSUM_BLANK, XN_RXF_DATA_VALIDATED)
+#define XN_RX_CSUM_STATE(f) xn_csum_state((f), XN_RXF_CSUM_BLANK, XN_RXF_DATA_VALIDATED)
+
 struct xn_tx_pkt {
     uint16_t first;
     uint16_t nslots;

@@ -163,14 +163,6 @@ def _seg_from_grant(o: memoryview, i: int, gref: int, goff: int, domid: int, vir
     SEG_TAIL.pack_into(o, base + SEG_TAIL_OFF, n, GNTCOPY_source_gref, 0)
 
 
-def _pkt_flags(txflags: int) -> int:
-    if txflags & netif.NETTXF_csum_blank:
-        return r.PKT_CSUM_PARTIAL
-    if txflags & netif.NETTXF_data_validated:
-        return r.PKT_DATA_VALIDATED
-    return 0
-
-
 def _needs(slots: list[tuple[int, int, int, int]], head_len: int, map_frags: int) -> tuple[int, int, int]:
     """(frames, segments, pieces) a packet's build takes, counted before anything is taken."""
     frames = pieces = 1  # the head
@@ -321,7 +313,7 @@ def netback_tx_build(
                 npiece += 1
         npieces = npiece - piece0
         PKT.pack_into(
-            vp, j * r.PKT.size, piece0, npieces, _pkt_flags(flags), size, j,
+            vp, j * r.PKT.size, piece0, npieces, netif.tx_csum_state(flags), size, j,
             gso_size, gso_type, 0, 0, 0,
         )  # fmt: skip
         sr[2 * j], sr[2 * j + 1] = seg0, nseg - seg0

@@ -299,13 +299,19 @@ def netfront_rx_build(
                 recycle(r.NONE32 if ended else ref, frame)
         for p in extras:
             recycle(*reversed(take(p)))  # untouched by the backend: post it again
-        pflags = 0
-        if flags & netif.NETRXF_csum_blank:
-            pflags = r.PKT_CSUM_PARTIAL
-        elif flags & netif.NETRXF_data_validated:
-            pflags = r.PKT_DATA_VALIDATED
         PKT.pack_into(
-            vp, j * r.PKT.size, piece0, npiece - piece0, pflags, length, j, gso_size, gso_type, 0, 0, 0
+            vp,
+            j * r.PKT.size,
+            piece0,
+            npiece - piece0,
+            netif.rx_csum_state(flags),
+            length,
+            j,
+            gso_size,
+            gso_type,
+            0,
+            0,
+            0,
         )
         ok += 1
         nbytes += length
