@@ -23,24 +23,24 @@ from xennet.world.local import LocalWorld
 PAYLOAD = bytes(range(256)) * 20  # 5120 bytes: the packet spans three slots
 
 
-def _world(**backend: bool) -> Iterator[LocalWorld]:
-    with LocalWorld(backend_config=NetbackConfig(**backend)) as w:
+def _world(config: NetbackConfig) -> Iterator[LocalWorld]:
+    with LocalWorld(backend_config=config) as w:
         yield w
 
 
 @pytest.fixture
 def no_ipv6_csum() -> Iterator[LocalWorld]:
-    yield from _world(ipv6_csum_offload=False)
+    yield from _world(NetbackConfig(ipv6_csum_offload=False))
 
 
 @pytest.fixture
 def no_csum() -> Iterator[LocalWorld]:
-    yield from _world(csum_offload=False, ipv6_csum_offload=False)
+    yield from _world(NetbackConfig(csum_offload=False, ipv6_csum_offload=False))
 
 
 @pytest.fixture
 def full_csum() -> Iterator[LocalWorld]:
-    yield from _world()
+    yield from _world(NetbackConfig())
 
 
 Got = list[tuple[Csum, int, int, bytes]]
