@@ -89,6 +89,48 @@ XEN_NETIF_GSO_TYPE_NONE = 0
 XEN_NETIF_GSO_TYPE_TCPV4 = 1
 XEN_NETIF_GSO_TYPE_TCPV6 = 2
 
+# --- the extra-info chain and the GSO extra: the rules both ends read by -------------------
+# (their C twin is in core/native/xn_core.h)
+EXTRAS_OK = 0
+EXTRAS_MISSING = 1  # a slot announced (extra_info, or ``more``) but not produced
+EXTRAS_ENDLESS = 2  # more slots than there are extra types: a chain that never ends
+
+
+def extra_chain(entries: memoryview, pos: int, n: int, entry: int) -> tuple[list[int], int]:
+    """The extra-info chain that follows a slot with ``extra_info``: the positions of its
+    slots from ``pos`` (of ``n`` produced ``entry``-byte ring entries), and how it ended.
+    The caller checks each slot's type: whatever the chain's end, its slots come first."""
+    out: list[int] = []
+    more = True
+    while more:
+        if pos >= n:
+            return out, EXTRAS_MISSING
+        out.append(pos)
+        more = bool(entries[pos * entry + 1] & XEN_NETIF_EXTRA_FLAG_MORE)
+        pos += 1
+        if len(out) > XEN_NETIF_EXTRA_TYPE_MAX:
+            return out, EXTRAS_ENDLESS
+    return out, EXTRAS_OK
+
+
+def extra_type_valid(etype: int) -> bool:
+    return XEN_NETIF_EXTRA_TYPE_NONE < etype < XEN_NETIF_EXTRA_TYPE_MAX
+
+
+GSO_OK = 0
+GSO_SIZE_ZERO = 1
+GSO_BAD_TYPE = 2  # neither TCPv4 nor TCPv6
+
+
+def gso_fault(size: int, gso_type: int) -> int:
+    """What is wrong with a GSO extra's size and type, if anything (GSO_*)."""
+    if size == 0:
+        return GSO_SIZE_ZERO
+    if gso_type not in (XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6):
+        return GSO_BAD_TYPE
+    return GSO_OK
+
+
 NETIF_RSP_DROPPED = -2
 NETIF_RSP_ERROR = -1
 NETIF_RSP_OKAY = 0
