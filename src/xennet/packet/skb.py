@@ -80,11 +80,19 @@ class Piece(NamedTuple):
 Layout = tuple[Piece, ...]  # head first, then frags
 
 
-def slots_for(offset: int, length: int) -> int:
-    """4 KiB frames spanned by ``length`` bytes at ``offset`` (one grant, one slot each)."""
+def slots_for(offset: int, length: int, page_size: int = PAGE_SIZE) -> int:
+    """Frames spanned by ``length`` bytes at ``offset`` (one grant, one slot each)."""
     if length <= 0:
         return 0
-    return (offset + length - 1) // PAGE_SIZE - offset // PAGE_SIZE + 1
+    return (offset + length - 1) // page_size - offset // page_size + 1
+
+
+def order_for(length: int, page_size: int = PAGE_SIZE) -> int:
+    """The smallest page order holding ``length`` bytes (the caller bounds it by MAX_ORDER)."""
+    order = 0
+    while page_size << order < length:
+        order += 1
+    return order
 
 
 def page_pieces(offset: int, length: int) -> Iterator[tuple[int, int, int]]:

@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...packet.skb import ETH_HLEN, MAX_SKB_FRAGS, Piece
+from ...packet.skb import ETH_HLEN, MAX_SKB_FRAGS, Piece, order_for, slots_for
 from ...platform.base import MAX_ORDER, PAGE_SIZE
 
 
@@ -100,21 +100,6 @@ class RelayoutPlan:
     @property
     def slot_counts(self) -> list[int]:
         return [b.slots for b in self.bufs]
-
-
-def span(offset: int, length: int, page_size: int = PAGE_SIZE) -> int:
-    """Frames of ``page_size`` bytes spanned by ``length`` bytes at ``offset``."""
-    if length <= 0:
-        return 0
-    return (offset + length - 1) // page_size - offset // page_size + 1
-
-
-def order_for(length: int, page_size: int = PAGE_SIZE) -> int:
-    """The smallest page order holding ``length`` bytes."""
-    order = 0
-    while page_size << order < length:
-        order += 1
-    return order
 
 
 def first_frame_bytes(offset: int, length: int, page_size: int = PAGE_SIZE) -> int:
@@ -191,7 +176,7 @@ def relayout_plan(
             n = X[k] - x
             if j == 0 and first_frame_bytes(boff, n, P) < hmin:
                 continue
-            kept.append((k, span(boff, n, P)))
+            kept.append((k, slots_for(boff, n, P)))
         # copied runs [x, X[k])
         copies: list[tuple[int, int, int]] = []
         for k in range(j + 1, m):
@@ -253,7 +238,7 @@ def relayout_plan(
         if kind == _KEPT:
             src = owner[pj]
             skip = a - starts[src]
-            out.append(Kept(a, b - a, src, skip, span(layout[src].offset + skip, b - a, P)))
+            out.append(Kept(a, b - a, src, skip, slots_for(layout[src].offset + skip, b - a, P)))
         else:
             out.append(Copied(a, b - a, order_for(b - a, P), -(-(b - a) // P)))
         t, k, key = pt, pj, pkey
