@@ -16,6 +16,7 @@ from test_vif import _raw_tx
 from xennet.abi import netif
 from xennet.core import records as r
 from xennet.netback.interface import NetbackConfig, Vif
+from xennet.netfront.device import NetfrontConfig
 from xennet.packet.csum import complete_views
 from xennet.packet.frames import build_frame, frame_skb, parse_l3l4, verify
 from xennet.packet.skb import Csum, Skb
@@ -58,11 +59,11 @@ def _capture(world: LocalWorld) -> Got:
     return got
 
 
-def _send_partial(world: LocalWorld, ip: int, proto: str, fast: bool) -> bytes:
+def _send_partial(world: LocalWorld, ip: int, proto: str, fast: bool, payload: bytes = PAYLOAD) -> bytes:
     """The guest's stack hands netfront a CHECKSUM_PARTIAL packet; returns its bytes."""
     front = world.fronts[(1, 0)]
-    built = build_frame(ip=ip, proto=proto, payload=PAYLOAD, csum="partial")
-    if fast:  # the frames fast path: no skb, the offload state in the packet flags
+    built = build_frame(ip=ip, proto=proto, payload=payload, csum="partial")
+    if fast:  # the frames path: no skb, the offload state in the packet flags
         frame = built.data
         assert front.send_frames(frame, struct.pack("<I", len(frame)), 1, flags=r.PKT_CSUM_PARTIAL) == 1
     else:
@@ -72,25 +73,27 @@ def _send_partial(world: LocalWorld, ip: int, proto: str, fast: bool) -> bytes:
     return built.data
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["skb", "frames"])
+@pytest.mark.parametrize("path", ["skb", "frames", "frames_no_sg"])
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
 def test_ipv6_checksum_is_completed_for_a_backend_without_the_feature(
-    no_ipv6_csum: LocalWorld, proto: str, fast: bool
+    no_ipv6_csum: LocalWorld, proto: str, path: str
 ) -> None:
     world = no_ipv6_csum
-    front = world.attach()
+    sg = path != "frames_no_sg"  # without scatter-gather frames take the skb path one by one
+    front = world.attach(config=NetfrontConfig(sg=sg))
+    fast, payload = path != "skb", PAYLOAD if sg else PAYLOAD[:1000]
     assert world.toolstack.read_str(f"{world.paths().backend}/feature-ipv6-csum-offload") == "0"
     assert front.features is not None and not front.features.ipv6_csum_offload
     assert not front.features.gso_tcpv6  # no TSO6 without IPv6 checksum offload (as Linux)
     got = _capture(world)
-    sent = _send_partial(world, 6, proto, fast)
+    sent = _send_partial(world, 6, proto, fast, payload)
     assert len(got) == 1
     csum, _start, _off, data = got[0]
     assert csum is not Csum.PARTIAL  # the request carried no csum_blank
     assert len(data) == len(sent) and verify(data)  # the bytes on the wire are final
     assert front.stats.tx_soft_csum == 1
     # IPv4 is still offloaded: the backend completes it
-    sent4 = _send_partial(world, 4, proto, fast)
+    sent4 = _send_partial(world, 4, proto, fast, payload)
     assert got[1][0] is Csum.PARTIAL and got[1][3] == sent4
     assert front.stats.tx_soft_csum == 1
 

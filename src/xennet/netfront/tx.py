@@ -32,12 +32,14 @@ from ..packet.csum import CsumError, complete_views
 from ..packet.frames import FrameError, parse_l3l4
 from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import (
+    GSO_NONE,
     GSO_TCPV4,
     GSO_TCPV6,
     MAX_SKB_FRAGS,
     PageSource,
     Skb,
     build_skb,
+    csum_of,
     csum_state,
     linear_layout,
     page_pieces,
@@ -128,14 +130,19 @@ class TxQueue:
         """Frames can go as they are: any frame of a ring's slot limit fits without a policy."""
         return self.features.max_slots >= MAX_SKB_FRAGS
 
-    def send_frame(self, frame: bytes | memoryview) -> bool:
-        """Copy a frame into fresh pool pages and send it."""
+    def send_frame(
+        self, frame: bytes | memoryview, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
+    ) -> bool:
+        """Copy a frame into fresh pool pages and send it, with the offload state ``flags``
+        (PKT_*) and GSO of ``send_frames``."""
         if not frame or len(frame) > netif.XEN_NETIF_MAX_TX_SIZE:
             self.stats.tx_errors["bad_length"] += 1
             return True
         if self.stopped:
             return False
-        return self.send(build_skb(bytes(frame), linear_layout(len(frame)), self.pages))
+        skb = build_skb(bytes(frame), linear_layout(len(frame)), self.pages)
+        skb.csum, skb.gso_size, skb.gso_type = csum_of(flags), gso_size, gso_type if gso_size else GSO_NONE
+        return self.send(skb)
 
     def send_frames(
         self, frames: Buffer, lens: Buffer, n: int, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
@@ -149,7 +156,8 @@ class TxQueue:
         if not self.fast or not self.features.sg:
             taken = pos = 0
             for i in range(n):
-                if not self.send_frame(memoryview(frames)[pos : pos + lv[i]]):
+                frame = memoryview(frames)[pos : pos + lv[i]]
+                if not self.send_frame(frame, flags=flags, gso_size=gso_size, gso_type=gso_type):
                     break
                 pos += lv[i]
                 taken += 1
@@ -161,7 +169,7 @@ class TxQueue:
             room = next(i for i, x in enumerate(head) if not 1 <= x <= netif.XEN_NETIF_MAX_TX_SIZE)
         total = sum(lv[:room])
         if room == 0:
-            return self.send_frames_slow(frames, lens, n)
+            return self.send_frames_slow(frames, lens, n, flags=flags, gso_size=gso_size, gso_type=gso_type)
         pool = self.pages
         pool.ensure(room + total // PAGE_SIZE + 1)
         first_pkt, first_piece = self.vec.npkts, self.vec.npieces
@@ -178,9 +186,13 @@ class TxQueue:
         self._drain()
         return int(done)
 
-    def send_frames_slow(self, frames: Buffer, lens: Buffer, n: int) -> int:
+    def send_frames_slow(
+        self, frames: Buffer, lens: Buffer, n: int, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
+    ) -> int:
         lv = memoryview(lens).cast("B").cast("I")
-        if n and self.send_frame(memoryview(frames)[: lv[0]]):
+        if n and self.send_frame(
+            memoryview(frames)[: lv[0]], flags=flags, gso_size=gso_size, gso_type=gso_type
+        ):
             return 1
         return 0
 
