@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from xennet.world.local.world import LocalWorld
+from xennet.world.local import LocalWorld
 
 # Timing is not what the properties are about, and the machine is shared: no deadlines.
 # In CI the examples are derandomized so a submission is judged on a repeatable run.

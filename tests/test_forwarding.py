@@ -12,7 +12,7 @@ from xennet.netback.tx import TxLimits
 from xennet.packet.skb import Skb
 from xennet.ports.bridge import LearningBridge, VifPort
 from xennet.ports.pktgen import Generator, TrafficSpec, Verifier, preset_layouts
-from xennet.world.local.world import LocalWorld
+from xennet.world.local import LocalWorld
 from xennet.xenbus.toolstack import VifSpec
 
 MAC_A, MAC_B = "00:16:3e:00:00:0a", "00:16:3e:00:00:0b"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from xennet.analysis.handshake_doc import render_reference
 from xennet.netback import handshake as nb
 from xennet.netfront import handshake as nf
-from xennet.world.local.world import LocalWorld
+from xennet.world.local import LocalWorld
 from xennet.xenbus.device import XenbusDevice
 from xennet.xenbus.handshake import Event, Runner, Table, reaches_closed, render_text, step, transitions
 from xennet.xenbus.states import XenbusState as S

@@ -12,7 +12,7 @@ from xennet.abi import netif
 from xennet.core.records import MAX_PACKET
 from xennet.netfront.device import NetfrontConfig
 from xennet.packet.pool import Revoke
-from xennet.world.local.world import LocalWorld
+from xennet.world.local import LocalWorld
 from xennet.xenbus.states import XenbusState as S
 
 

@@ -16,7 +16,7 @@ from xennet.packet.skb import GSO_TCPV4, GSO_TCPV6, PageSource, Skb, build_skb, 
 from xennet.ports.bridge import LearningBridge, VifPort
 from xennet.ports.tap import Tap
 from xennet.world.host.serve import Capture
-from xennet.world.local.world import LocalWorld
+from xennet.world.local import LocalWorld
 
 ZERO = (0, 0, 0, 0)
 

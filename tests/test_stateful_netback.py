@@ -29,7 +29,7 @@ from xennet.netback.interface import Vif
 from xennet.netback.stats import GRANT_ERROR_KEYS
 from xennet.platform.base import Page, PlatformError
 from xennet.ring import FrontRing
-from xennet.world.local.world import BACKEND, GUEST, LocalWorld
+from xennet.world.local import BACKEND, GUEST, LocalWorld
 from xennet.xenbus.states import XenbusState as S
 from xennet.xenbus.toolstack import VifSpec, attach_vif, detach_vif
 from xennet.xenstore.errors import XenstoreError

@@ -31,7 +31,7 @@ from xennet.netfront.slotpolicy import policy_names
 from xennet.netfront.stats import Drop
 from xennet.platform.base import PlatformError
 from xennet.ring import BackRing
-from xennet.world.local.world import BACKEND, GUEST, LocalWorld
+from xennet.world.local import BACKEND, GUEST, LocalWorld
 from xennet.xenbus.states import XenbusState as S
 from xennet.xenbus.toolstack import detach_vif
 from xennet.xenstore.errors import XenstoreError

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from xennet.abi import netif
 from xennet.abi.ring import REQ_PROD
 from xennet.netfront.device import NetfrontConfig
-from xennet.world.local.world import LocalWorld
+from xennet.world.local import LocalWorld
 from xennet.xenbus.states import XenbusState as S
 from xennet.xenbus.toolstack import VifSpec
 
@@ -202,13 +202,18 @@ def test_runt_and_revoked_grant_get_error_responses(world: LocalWorld) -> None:
     p1.memory.free(page)
 
 
-def _raw_tx(world: LocalWorld, slots: list[tuple[int, int, int]], flags0: int = 0) -> list[tuple[int, int]]:
-    """Post raw tx slots (size, offset, id) on granted pages; return the backend's (id, status)."""
+def _raw_tx(
+    world: LocalWorld, slots: list[tuple[int, int, int]], flags0: int = 0, data: bytes = b""
+) -> list[tuple[int, int]]:
+    """Post raw tx slots (size, offset, id) on granted pages (the first holding ``data`` at its
+    offset); return the backend's (id, status)."""
     front = world.fronts[(1, 0)]
     assert front.tx is not None
     _mute_frontend(world)
     p1 = world.platforms[1]
     pages = [p1.memory.alloc(0) for _ in slots]
+    if data:
+        pages[0].view[slots[0][1] : slots[0][1] + len(data)] = data
     refs = [p1.grants.grant_access(0, pg.frame, readonly=True) for pg in pages]
     for i, ((size, offset, req_id), ref) in enumerate(zip(slots, refs, strict=True)):
         flags = (flags0 if i == 0 else 0) | (netif.NETTXF_more_data if i < len(slots) - 1 else 0)

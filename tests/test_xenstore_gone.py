@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xennet.world.local.world import LocalWorld
+from xennet.world.local import LocalWorld
 from xennet.xenbus.states import XenbusState as S
 from xennet.xenstore.client import LocalTransport
 

@@ -19,7 +19,7 @@ from xennet.netfront.device import Netfront, NetfrontConfig
 from xennet.packet.skb import Skb
 from xennet.platform.base import Page, PlatformError
 from xennet.platform.sim.grants import SimMapping
-from xennet.world.local.world import LocalWorld
+from xennet.world.local import LocalWorld
 
 ZERO = (0, 0, 0, 0)
 TX_REQ = struct.Struct("<IHHHH")  # netif_tx_request: gref, offset, flags, id, size

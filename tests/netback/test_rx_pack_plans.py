@@ -8,43 +8,38 @@ from collections.abc import Sequence
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
+from live_copies import FlatPages, live_copies, run_local
 from rxpack_strategies import layouts
 
 from xennet.netback.rxpolicy import (
     PACKING_POLICIES,
     Chunk,
     FullPacking,
-    LocalSource,
     PackingPolicy,
     PlanError,
     RxPlan,
     SeedPacking,
     check_packing,
     check_plan,
-    copy_specs,
     packing_policy,
 )
-from xennet.packet.skb import HeapPages, Layout, Piece, build_skb
+from xennet.packet.skb import Layout, Piece, build_skb
 from xennet.platform.base import PAGE_SIZE
 
 POLICIES = sorted(PACKING_POLICIES)
 CHECKER = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run_copies(layout: Layout, plan: RxPlan, seed: int) -> None:
-    """Execute the plan on real bytes: the buffers, concatenated, must be the packet."""
+def run_copies(layout: Layout, policy: PackingPolicy, plan: RxPlan, seed: int) -> None:
+    """Carry the packet out the live way (``skb_pieces``, the core's ``netback_rx_plan``): the
+    buffers, concatenated, must be the packet, filled as the policy's plan says."""
     data = random.Random(seed).randbytes(sum(p.length for p in layout))
-    skb = build_skb(data, layout, HeapPages())
-    bufs = [bytearray(PAGE_SIZE) for _ in range(plan.nbuffers)]
-    for spec in copy_specs(skb, plan):
-        page = skb.bufs[spec.src_index].page
-        assert isinstance(spec.src, LocalSource)
-        start = spec.src.frame * PAGE_SIZE + spec.src.offset
-        bufs[spec.dst_buffer][spec.dst_offset : spec.dst_offset + spec.length] = page.view[
-            start : start + spec.length
-        ]
-    got = b"".join(bytes(b[:size]) for b, size in zip(bufs, plan.sizes, strict=True))
-    assert got == data
+    pages = FlatPages()
+    skb = build_skb(data, layout, pages)
+    live = live_copies(skb, policy.core_id)
+    assert live.sizes == list(plan.sizes)
+    assert len(live.copies) == plan.copies
+    assert run_local(pages.mem, live) == data
 
 
 @CHECKER
@@ -59,7 +54,7 @@ def test_estimate_equals_plan_and_plan_is_valid(layout: Layout, gso: bool, seed:
         assert plan.slots == policy.estimate(layout, gso) == plan.nbuffers + gso
         assert all(0 < s <= PAGE_SIZE for s in plan.sizes) and plan.sizes[0] > 0
         assert plan.length == total
-        run_copies(layout, plan, seed)
+        run_copies(layout, policy, plan, seed)
         plans[name] = plan
     # full: ceil(len / 4096) buffers, all full but the last: nobody can do with fewer
     full = plans["full"]

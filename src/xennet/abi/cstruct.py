@@ -47,7 +47,7 @@ class Array:
 CType = Union[Scalar, Array, "CStruct"]
 
 
-def _round_up(n: int, a: int) -> int:
+def round_up(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
@@ -73,11 +73,11 @@ class CStruct:
         for name, ctype in self.members:
             a = ctype.align
             align = max(align, a)
-            here = 0 if self.union else _round_up(off, a)
+            here = 0 if self.union else round_up(off, a)
             offsets[name] = here
             off = max(off, here + ctype.size) if self.union else here + ctype.size
         self.align = align
-        self.size = _round_up(off, align)
+        self.size = round_up(off, align)
         self.offsets = offsets
 
     def member(self, name: str) -> CType:

@@ -31,6 +31,51 @@ NETRXF_extra_info = 1 << _NETRXF_extra_info
 _NETRXF_gso_prefix = 4
 NETRXF_gso_prefix = 1 << _NETRXF_gso_prefix
 
+# --- a packet's checksum state across the rings: the one mapping of both ----------------
+# The state, as both ends' packet records carry it (core/records.PKT_*): the L4 checksum is
+# still to be completed (CHECKSUM_PARTIAL, csum_blank on the ring), or it was verified or
+# need not be (CHECKSUM_UNNECESSARY, data_validated).  The rings put the two bits in swapped
+# places; csum_blank always goes with data_validated (the data is fine, the sum is to come).
+CSUM_PARTIAL = 1
+CSUM_VALIDATED = 2
+
+
+def _csum_flags(state: int, blank: int, validated: int) -> int:
+    if state & CSUM_PARTIAL:
+        return blank | validated
+    if state & CSUM_VALIDATED:
+        return validated
+    return 0
+
+
+def _csum_state(flags: int, blank: int, validated: int) -> int:
+    if flags & blank:
+        return CSUM_PARTIAL
+    if flags & validated:
+        return CSUM_VALIDATED
+    return 0
+
+
+def tx_csum_flags(state: int) -> int:
+    """A tx request's checksum flags for a packet's state (netfront posting)."""
+    return _csum_flags(state, NETTXF_csum_blank, NETTXF_data_validated)
+
+
+def tx_csum_state(flags: int) -> int:
+    """A packet's checksum state from its first tx request's flags (netback assembling)."""
+    return _csum_state(flags, NETTXF_csum_blank, NETTXF_data_validated)
+
+
+def rx_csum_flags(state: int) -> int:
+    """An rx response's checksum flags for a packet's state (netback answering)."""
+    return _csum_flags(state, NETRXF_csum_blank, NETRXF_data_validated)
+
+
+def rx_csum_state(flags: int) -> int:
+    """A packet's checksum state from its first rx response's flags (netfront building)."""
+    return _csum_state(flags, NETRXF_csum_blank, NETRXF_data_validated)
+
+
 XEN_NETIF_EXTRA_TYPE_NONE = 0
 XEN_NETIF_EXTRA_TYPE_GSO = 1
 XEN_NETIF_EXTRA_TYPE_MCAST_ADD = 2
@@ -43,6 +88,48 @@ XEN_NETIF_EXTRA_FLAG_MORE = 1 << _XEN_NETIF_EXTRA_FLAG_MORE
 XEN_NETIF_GSO_TYPE_NONE = 0
 XEN_NETIF_GSO_TYPE_TCPV4 = 1
 XEN_NETIF_GSO_TYPE_TCPV6 = 2
+
+# --- the extra-info chain and the GSO extra: the rules both ends read by -------------------
+# (their C twin is in core/native/xn_core.h)
+EXTRAS_OK = 0
+EXTRAS_MISSING = 1  # a slot announced (extra_info, or ``more``) but not produced
+EXTRAS_ENDLESS = 2  # more slots than there are extra types: a chain that never ends
+
+
+def extra_chain(entries: memoryview, pos: int, n: int, entry: int) -> tuple[list[int], int]:
+    """The extra-info chain that follows a slot with ``extra_info``: the positions of its
+    slots from ``pos`` (of ``n`` produced ``entry``-byte ring entries), and how it ended.
+    The caller checks each slot's type: whatever the chain's end, its slots come first."""
+    out: list[int] = []
+    more = True
+    while more:
+        if pos >= n:
+            return out, EXTRAS_MISSING
+        out.append(pos)
+        more = bool(entries[pos * entry + 1] & XEN_NETIF_EXTRA_FLAG_MORE)
+        pos += 1
+        if len(out) > XEN_NETIF_EXTRA_TYPE_MAX:
+            return out, EXTRAS_ENDLESS
+    return out, EXTRAS_OK
+
+
+def extra_type_valid(etype: int) -> bool:
+    return XEN_NETIF_EXTRA_TYPE_NONE < etype < XEN_NETIF_EXTRA_TYPE_MAX
+
+
+GSO_OK = 0
+GSO_SIZE_ZERO = 1
+GSO_BAD_TYPE = 2  # neither TCPv4 nor TCPv6
+
+
+def gso_fault(size: int, gso_type: int) -> int:
+    """What is wrong with a GSO extra's size and type, if anything (GSO_*)."""
+    if size == 0:
+        return GSO_SIZE_ZERO
+    if gso_type not in (XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6):
+        return GSO_BAD_TYPE
+    return GSO_OK
+
 
 NETIF_RSP_DROPPED = -2
 NETIF_RSP_ERROR = -1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 
+from ..abi import netif
 from ..abi.cstruct import Array, CStruct, u8, u16, u32
 
 NONE32 = 0xFFFFFFFF  # "no frame", "no tag", "no ref"
@@ -60,8 +61,8 @@ PKT = CStruct(
         ("csum_offset", u16),  # from csum_start
     ],
 )
-PKT_CSUM_PARTIAL = 1  # the L4 checksum is to be completed (csum_blank)
-PKT_DATA_VALIDATED = 2  # the checksum was verified, or need not be
+PKT_CSUM_PARTIAL = netif.CSUM_PARTIAL  # the L4 checksum is to be completed (csum_blank)
+PKT_DATA_VALIDATED = netif.CSUM_VALIDATED  # the checksum was verified, or need not be
 PKT_CSUM_FAILED = 4  # csum_setup found no TCP/UDP header to complete the checksum of
 
 # --- netback tx: what assembly found in a batch of copied-out requests -------------------------

@@ -25,7 +25,7 @@ from xennet.abi import netif
 from xennet.abi.ring import RSP_PROD
 from xennet.packet.frames import build_frame
 from xennet.platform.base import PlatformError
-from xennet.world.local.world import BACKEND, GUEST
+from xennet.world.local import BACKEND, GUEST
 
 from . import harness
 from .world import VifHarness

@@ -22,7 +22,7 @@ import struct
 from xennet.abi import netif
 from xennet.abi.ring import REQ_PROD
 from xennet.packet.frames import build_frame
-from xennet.world.local.world import BACKEND, GUEST
+from xennet.world.local import BACKEND, GUEST
 
 from . import harness
 from .world import VifHarness

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xennet.netback.interface import Vif
 from xennet.netfront.device import Netfront, NetfrontConfig
-from xennet.world.local.world import BACKEND, GUEST, LocalWorld
+from xennet.world.local import BACKEND, GUEST, LocalWorld
 
 from . import harness
 

@@ -34,6 +34,7 @@ class NetbackConfig:
     rx_stall_timeout_s: float = 10.0  # XSA-392
     sg: bool = True
     gso: bool = True
+    csum_offload: bool = True  # False writes feature-no-csum-offload (IPv4)
     ipv6_csum_offload: bool = True
     pool_frames: int = 4096  # frames a vif's page pool may hold (packets in flight, queued)
 
@@ -113,6 +114,9 @@ class Vif:
                 t.write(f"{node}/feature-sg", "1" if c.sg else "0")
                 t.write(f"{node}/feature-gso-tcpv4", "1" if c.gso and c.sg else "0")
                 t.write(f"{node}/feature-gso-tcpv6", "1" if c.gso and c.sg else "0")
+                # what we offer for the frontend's tx; we still take csum_blank we did not
+                # offer (as Linux netback does): csum_setup finds the offsets either way
+                t.write(f"{node}/feature-no-csum-offload", "0" if c.csum_offload else "1")
                 t.write(f"{node}/feature-ipv6-csum-offload", "1" if c.ipv6_csum_offload else "0")
                 t.write(
                     f"{node}/feature-split-event-channels", "1" if self.config.split_event_channels else "0"

@@ -25,7 +25,7 @@ from ..core import records as r
 from ..core.types import Buffer
 from ..core.vec import PacketVec, Piece
 from ..packet.pool import PoolPages
-from ..packet.skb import Csum, Skb, build_skb, linear_layout, page_pieces
+from ..packet.skb import Skb, build_skb, csum_state, linear_layout, page_pieces
 from ..platform.base import PAGE_SIZE, Mapping, Platform
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
@@ -44,28 +44,32 @@ RSP_CAP = 512
 
 def skb_pieces(skb: Skb) -> list[Piece]:
     """An skb's bytes as vector pieces: one per 4 KiB frame of a local buffer, one per grant
-    of a foreign one (seed 003: those are copied from the grant, never read here)."""
+    of a foreign one (seed 003: those are copied from the grant, never read here).  Raises
+    ``ValueError`` for bytes no copy may name: a buffer past its compound page, a foreign
+    piece leaving its granted page, grants that do not cover their buffer."""
     out: list[Piece] = []
-    for buf in skb.bufs:
+    for i, buf in enumerate(skb.bufs):
         if not buf.length:
             continue
         if buf.foreign is not None or buf.runs:
+            covered = 0
             for f, n in buf.foreign_pieces(0, buf.length):
+                if f.offset < 0 or f.offset + n > PAGE_SIZE:
+                    raise ValueError(
+                        f"piece {i}: {n} bytes at grant offset {f.offset} leave its granted page"
+                    )
                 out.append(Piece(f.gref, f.offset, n, r.NONE32, f.domid, 0))
+                covered += n
+            if covered != buf.length:
+                raise ValueError(f"piece {i}: its grants cover {covered} of its {buf.length} bytes")
             continue
         if buf.page.frame < 0:
             raise ValueError("an skb on pages outside the domain's memory cannot be received")
+        if buf.offset < 0 or buf.offset + buf.length > PAGE_SIZE << buf.page.order:
+            raise ValueError(f"piece {i}: {buf.length} bytes at {buf.offset} leave its page")
         for fi, off, n in page_pieces(buf.offset, buf.length):
             out.append(Piece(buf.page.frame + fi, off, n))
     return out
-
-
-def pkt_flags(skb: Skb) -> int:
-    if skb.csum is Csum.PARTIAL:
-        return r.PKT_CSUM_PARTIAL
-    if skb.csum is Csum.UNNECESSARY:
-        return r.PKT_DATA_VALIDATED
-    return 0
 
 
 class RxQueue:
@@ -153,17 +157,21 @@ class RxQueue:
         reason = self._refusal(skb.len, bool(skb.gso_size))
         pieces: list[Piece] = []
         if reason is None:
-            pieces = skb_pieces(skb)
-            if not pieces:
-                reason = "empty"
-            elif not self.q.room(len(pieces)):
-                self._compact()
-                reason = None if self.q.room(len(pieces)) else "queue_full"
+            try:
+                pieces = skb_pieces(skb)
+            except ValueError as exc:
+                log.warning("rx: domain %d: an skb no copy may carry: %s", self.front_domid, exc)
+                reason = "bad_pieces"
+        if reason is None and not pieces:
+            reason = "empty"
+        elif reason is None and not self.q.room(len(pieces)):
+            self._compact()
+            reason = None if self.q.room(len(pieces)) else "queue_full"
         if reason is None:
             tag = self._next_tag
             self._next_tag = (self._next_tag + 1) & 0x7FFFFFFF
             i = self.q.append(
-                pieces, flags=pkt_flags(skb), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type
+                pieces, flags=csum_state(skb.csum), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type
             )
             if not self._admit(self.q.packet(i).piece0, len(pieces), bool(skb.gso_size)):
                 self.q.npkts -= 1
@@ -266,7 +274,10 @@ class RxQueue:
         if not self.has_room(skb.len):
             return False
         if self.admission.reserves:
-            pieces = skb_pieces(skb)
+            try:
+                pieces = skb_pieces(skb)
+            except ValueError:
+                return True  # enqueue refuses it (and counts it) now
             tmp = PacketVec(1, max(1, len(pieces)))
             tmp.append(pieces)
             est = kernels.netback_rx_estimate(

@@ -27,8 +27,8 @@ from ..core.pure.codecs import TX_PKT
 from ..core.vec import Packet, PacketVec
 from ..packet.frames import MAX_HEADER_LEN
 from ..packet.gso import GsoError, check_headers
-from ..packet.pool import PoolPages
-from ..packet.skb import MAX_SKB_FRAGS, Buf, Csum, Foreign, Skb
+from ..packet.pool import PoolPages, set_offloads, vec_skbs
+from ..packet.skb import MAX_SKB_FRAGS, Buf, Foreign, Skb
 from ..platform.base import Mapping, Page, Platform, PlatformError
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
@@ -342,18 +342,7 @@ class TxQueue:
 
     def skbs(self, vec: PacketVec) -> list[Skb]:
         """``vec``'s delivered packets as skbs, which now own their frames (the slow path)."""
-        out: list[Skb] = []
-        for j in range(vec.npkts):
-            p = vec.packet(j)
-            if not p.npieces or p.error:
-                continue
-            pages = [self.pages.page(pc.frame) for pc in vec.pieces_of(j)]
-            bufs = [Buf(pg, pc.offset, pc.len) for pg, pc in zip(pages, vec.pieces_of(j), strict=True)]
-            skb = Skb(bufs[0], bufs[1:], pages=pages, source=self.pages)
-            _offloads(skb, p)
-            out.append(skb)
-        vec.clear()  # the skbs own the frames now
-        return out
+        return vec_skbs(vec, lambda pc: self.pages.page(pc.frame), self.pages)
 
     # --- data=map: the guest's pages, answered when released ---------------------------------
 
@@ -422,7 +411,7 @@ class TxQueue:
                 self.platform.mapper.unmap(m)
             raise
         skb = Skb(bufs[0], bufs[1:])
-        _offloads(skb, p)
+        set_offloads(skb, p)
         return skb, maps, frames
 
     @property
@@ -470,12 +459,3 @@ class TxQueue:
                 self.platform.mapper.unmap(mp)
             skb.pages.extend(self.pages.page(f) for f in m.frames)  # the skb owns our frames now
             skb.source = self.pages
-
-
-def _offloads(skb: Skb, p: Packet) -> None:
-    """The packet record's offload state onto an skb."""
-    if p.flags & r.PKT_CSUM_PARTIAL:
-        skb.csum, skb.csum_start, skb.csum_offset = Csum.PARTIAL, p.csum_start, p.csum_offset
-    elif p.flags & r.PKT_DATA_VALIDATED:
-        skb.csum = Csum.UNNECESSARY
-    skb.gso_size, skb.gso_type = p.gso_size, p.gso_type

@@ -161,12 +161,16 @@ class Netfront:
         if d.read_other("feature-rx-copy") != "1":
             raise HandshakeError("backend does not offer feature-rx-copy; flipping is not supported")
         split = c.split_event_channels and d.other_feature("feature-split-event-channels")
+        # csum_blank only for what the backend offered; GSO of an IP version only with its
+        # checksum offload (Linux drops TSO/TSO6 without IP/IPv6 csum)
+        csum4 = not d.other_feature("feature-no-csum-offload")
+        csum6 = d.other_feature("feature-ipv6-csum-offload")
         features = TxFeatures(
             sg=c.sg and d.other_feature("feature-sg"),
-            gso_tcpv4=c.gso and c.sg and d.other_feature("feature-gso-tcpv4"),
-            gso_tcpv6=c.gso and c.sg and d.other_feature("feature-gso-tcpv6"),
-            csum_offload=True,
-            ipv6_csum_offload=d.other_feature("feature-ipv6-csum-offload"),
+            gso_tcpv4=c.gso and c.sg and csum4 and d.other_feature("feature-gso-tcpv4"),
+            gso_tcpv6=c.gso and c.sg and csum6 and d.other_feature("feature-gso-tcpv6"),
+            csum_offload=csum4,
+            ipv6_csum_offload=csum6,
             max_slots=c.max_slots,
         )
         self.features = features

@@ -20,9 +20,9 @@ import logging
 from ..abi import netif
 from ..core import kernels
 from ..core import records as r
-from ..core.vec import PacketVec, RxState
-from ..packet.pool import PoolPages, Revoke
-from ..packet.skb import Buf, Csum, Skb
+from ..core.vec import PacketVec, Piece, RxState
+from ..packet.pool import PoolPages, Revoke, vec_skbs
+from ..packet.skb import Skb
 from ..platform.base import Page, Platform
 from ..ring import FrontRing
 from .stats import Drop, NetfrontStats
@@ -286,29 +286,12 @@ class RxQueue:
             self.release_range(0, vec.npkts)
         vec.clear()
 
+    def _page_of(self, pc: Piece) -> Page:
+        return (self.heads if pc.flags & r.PIECE_PRIV else self.pages).page(pc.frame)
+
     def skbs(self, vec: PacketVec) -> list[Skb]:
         """The packets as skbs, which now own their pages (the slow path)."""
-        out: list[Skb] = []
-        for j in range(vec.npkts):
-            p = vec.packet(j)
-            if not p.npieces or p.error:
-                continue
-            pages = []
-            bufs = []
-            for pc in vec.pieces_of(j):
-                src = self.heads if pc.flags & r.PIECE_PRIV else self.pages
-                page = src.page(pc.frame)
-                pages.append(page)
-                bufs.append(Buf(page, pc.offset, pc.len))
-            skb = Skb(bufs[0], bufs[1:], pages=pages, source=_TwoPools(self.pages, self.heads))
-            if p.flags & r.PKT_CSUM_PARTIAL:
-                skb.csum, skb.csum_start, skb.csum_offset = Csum.PARTIAL, p.csum_start, p.csum_offset
-            elif p.flags & r.PKT_DATA_VALIDATED:
-                skb.csum = Csum.UNNECESSARY
-            skb.gso_size, skb.gso_type = p.gso_size, p.gso_type
-            out.append(skb)
-        vec.clear()
-        return out
+        return vec_skbs(vec, self._page_of, _TwoPools(self.pages, self.heads))
 
     def teardown(self) -> list[Revoke]:
         ring = self.ring

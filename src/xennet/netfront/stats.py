@@ -28,6 +28,7 @@ class NetfrontStats:
     tx_slots: int = 0
     tx_gso_packets: int = 0  # sent with a GSO extra (the backend segments them)
     tx_soft_gso: int = 0
+    tx_soft_csum: int = 0  # checksums completed here: the backend did not offer csum_blank for them
     tx_bounced: int = 0
     tx_bytes_copied: int = 0  # by bounces, linearization and slot policies
     tx_policy: Counter[str] = field(default_factory=Counter)  # "<policy>:<outcome>" -> count

@@ -12,7 +12,9 @@ are in ``core/pure/netfront_tx.py``).  Two ways to name the pages:
 
 ``send`` takes skbs (applying what the backend's features demand first: software GSO, a
 bounce for a head too close to a page end, the too-many-slots policy); ``send_frames`` takes
-frames as bytes straight into pool pages, the fast path.
+frames as bytes straight into pool pages, the fast path.  On every path a packet that asks
+for ``csum_blank`` the backend did not offer (``feature-no-csum-offload``, no
+``feature-ipv6-csum-offload``) gets its checksum completed here before it is posted.
 """
 
 from __future__ import annotations
@@ -26,15 +28,19 @@ from ..core import kernels
 from ..core import records as r
 from ..core.types import Buffer
 from ..core.vec import PacketVec, Piece, TxState
+from ..packet.csum import CsumError, complete_views
+from ..packet.frames import FrameError, parse_l3l4
 from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import (
+    GSO_NONE,
     GSO_TCPV4,
     GSO_TCPV6,
     MAX_SKB_FRAGS,
-    Csum,
     PageSource,
     Skb,
     build_skb,
+    csum_of,
+    csum_state,
     linear_layout,
     page_pieces,
 )
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 ENTRY = 12
 QUEUE_PKTS = 512  # prepared packets waiting for ring space (then the queue stops)
 QUEUE_PIECES = 18 * QUEUE_PKTS
+_HEADER_PEEK = 128  # Ethernet + VLAN + IPv6 + TCP with options
 
 Grants = Literal["pool", "per-packet"]
 
@@ -66,14 +73,6 @@ class TxFeatures:
     csum_offload: bool = True
     ipv6_csum_offload: bool = False
     max_slots: int = netif.XEN_NETIF_NR_SLOTS_MIN
-
-
-def pkt_flags(skb: Skb) -> int:
-    if skb.csum is Csum.PARTIAL:
-        return r.PKT_CSUM_PARTIAL
-    if skb.csum is Csum.UNNECESSARY:
-        return r.PKT_DATA_VALIDATED
-    return 0
 
 
 class TxQueue:
@@ -131,14 +130,19 @@ class TxQueue:
         """Frames can go as they are: any frame of a ring's slot limit fits without a policy."""
         return self.features.max_slots >= MAX_SKB_FRAGS
 
-    def send_frame(self, frame: bytes | memoryview) -> bool:
-        """Copy a frame into fresh pool pages and send it."""
+    def send_frame(
+        self, frame: bytes | memoryview, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
+    ) -> bool:
+        """Copy a frame into fresh pool pages and send it, with the offload state ``flags``
+        (PKT_*) and GSO of ``send_frames``."""
         if not frame or len(frame) > netif.XEN_NETIF_MAX_TX_SIZE:
             self.stats.tx_errors["bad_length"] += 1
             return True
         if self.stopped:
             return False
-        return self.send(build_skb(bytes(frame), linear_layout(len(frame)), self.pages))
+        skb = build_skb(bytes(frame), linear_layout(len(frame)), self.pages)
+        skb.csum, skb.gso_size, skb.gso_type = csum_of(flags), gso_size, gso_type if gso_size else GSO_NONE
+        return self.send(skb)
 
     def send_frames(
         self, frames: Buffer, lens: Buffer, n: int, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
@@ -152,7 +156,8 @@ class TxQueue:
         if not self.fast or not self.features.sg:
             taken = pos = 0
             for i in range(n):
-                if not self.send_frame(memoryview(frames)[pos : pos + lv[i]]):
+                frame = memoryview(frames)[pos : pos + lv[i]]
+                if not self.send_frame(frame, flags=flags, gso_size=gso_size, gso_type=gso_type):
                     break
                 pos += lv[i]
                 taken += 1
@@ -164,7 +169,7 @@ class TxQueue:
             room = next(i for i, x in enumerate(head) if not 1 <= x <= netif.XEN_NETIF_MAX_TX_SIZE)
         total = sum(lv[:room])
         if room == 0:
-            return self.send_frames_slow(frames, lens, n)
+            return self.send_frames_slow(frames, lens, n, flags=flags, gso_size=gso_size, gso_type=gso_type)
         pool = self.pages
         pool.ensure(room + total // PAGE_SIZE + 1)
         first_pkt, first_piece = self.vec.npkts, self.vec.npieces
@@ -177,13 +182,17 @@ class TxQueue:
         self.vec.npieces = npieces
         if self.grants == "per-packet":
             self._grant_pieces(first_piece, npieces)
-        del first_pkt
+        self._soft_csum(first_pkt)
         self._drain()
         return int(done)
 
-    def send_frames_slow(self, frames: Buffer, lens: Buffer, n: int) -> int:
+    def send_frames_slow(
+        self, frames: Buffer, lens: Buffer, n: int, *, flags: int = 0, gso_size: int = 0, gso_type: int = 0
+    ) -> int:
         lv = memoryview(lens).cast("B").cast("I")
-        if n and self.send_frame(memoryview(frames)[: lv[0]]):
+        if n and self.send_frame(
+            memoryview(frames)[: lv[0]], flags=flags, gso_size=gso_size, gso_type=gso_type
+        ):
             return 1
         return 0
 
@@ -207,6 +216,7 @@ class TxQueue:
         """Packets ``first..`` were appended to ``vec`` by a port: grant (per-packet) and post."""
         if self.grants == "per-packet":
             self._grant_pieces(self.vec.packet(first).piece0, self.vec.npieces)
+        self._soft_csum(first)
         self._drain()
 
     def send(self, skb: Skb) -> bool:
@@ -236,8 +246,47 @@ class TxQueue:
         self._compact()
         if not self.vec.room(len(pieces)):
             raise RuntimeError("tx queue full: the caller must respect a stopped queue")
-        self.vec.append(pieces, flags=pkt_flags(skb), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type)
+        j = self.vec.append(
+            pieces, flags=csum_state(skb.csum), tag=tag, gso_size=skb.gso_size, gso_type=skb.gso_type,
+            csum_start=skb.csum_start, csum_offset=skb.csum_offset,
+        )  # fmt: skip
         self._skbs[tag] = skb
+        self._soft_csum(j)
+
+    def _soft_csum(self, first: int) -> None:
+        """Queued packets ``first..`` that ask for ``csum_blank`` the backend did not offer
+        for their IP version get their checksum completed in our pages (Linux's
+        skb_checksum_help), and go without the flag: what the backend receives is final."""
+        f = self.features
+        if f.csum_offload and f.ipv6_csum_offload:
+            return
+        vec, mem = self.vec, self.pages.view
+        for j in range(first, vec.npkts):
+            p = vec.packet(j)
+            if not p.flags & r.PKT_CSUM_PARTIAL or p.gso_size:
+                continue  # a GSO packet only comes with the matching checksum offload
+            views = [mem[pc.frame * PAGE_SIZE + pc.offset :][: pc.len] for pc in vec.pieces_of(j)]
+            head = bytearray()
+            for v in views:  # the headers, even split over tiny slots
+                head += v[: _HEADER_PEEK - len(head)]
+            try:
+                h = parse_l3l4(head, headers_only=True)
+            except FrameError:
+                h = None
+            if h is not None and (f.csum_offload if h.ip_version == 4 else f.ipv6_csum_offload):
+                continue
+            start, offset = (p.csum_start, p.csum_offset) if p.csum_offset else (0, 0)
+            if not offset and h is not None:
+                start, offset = h.l4_off, h.csum_offset
+            try:
+                if not offset:
+                    raise CsumError("no checksum offsets and no TCP/UDP headers")
+                complete_views(views, start, offset)
+                self.stats.tx_soft_csum += 1
+            except CsumError as exc:
+                self.stats.tx_errors["csum_unparseable"] += 1  # sent as it is: the peer verifies
+                log.warning("tx: cannot complete a checksum the backend does not offload: %s", exc)
+            vec.set_packet(j, p._replace(flags=p.flags & ~r.PKT_CSUM_PARTIAL))
 
     def _drain(self) -> None:
         vec, ring = self.vec, self.ring

@@ -9,7 +9,7 @@ whole buffer read as one big-endian integer (because 2**16 == 1 mod 0xFFFF).  So
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 from .skb import Csum, Skb
 
@@ -108,22 +108,42 @@ def l4_checksum(pseudo: int, segment: Iterable[BytesLike], proto: int) -> int:
 
 
 def complete_partial(skb: Skb) -> bool:
-    """Finish a CHECKSUM_PARTIAL packet in software.
+    """Finish a CHECKSUM_PARTIAL packet in software (``complete_views`` on its bytes) and
+    mark it CHECKSUM_NONE.  Returns False (and does nothing) when the packet is not PARTIAL."""
+    if skb.csum is not Csum.PARTIAL:
+        return False
+    complete_views(list(skb.views()), skb.csum_start, skb.csum_offset)
+    skb.csum = Csum.NONE
+    return True
+
+
+def complete_views(views: Sequence[memoryview], csum_start: int, csum_offset: int) -> None:
+    """Finish the L4 checksum of a packet whose bytes are ``views``, in order.
 
     Linux convention: the checksum field already holds the (non-inverted) pseudo-header sum, so
     summing from ``csum_start`` to the end and inverting gives the final value, which is
-    stored at ``csum_start + csum_offset``.  Returns False (and does nothing) when the packet
-    is not PARTIAL.  A computed 0 is stored as 0xFFFF, which is equivalent in one's complement
-    and keeps UDP's "no checksum" meaning away."""
-    if skb.csum is not Csum.PARTIAL:
-        return False
-    start, field = skb.csum_start, skb.csum_start + skb.csum_offset
-    if start < 0 or skb.csum_offset < 0 or field + 2 > skb.len:
+    stored at ``csum_start + csum_offset``.  A computed 0 is stored as 0xFFFF, which is
+    equivalent in one's complement and keeps UDP's "no checksum" meaning away."""
+    total = sum(len(v) for v in views)
+    field = csum_start + csum_offset
+    if csum_start < 0 or csum_offset < 0 or field + 2 > total:
         raise CsumError(
-            f"csum_start {skb.csum_start} + csum_offset {skb.csum_offset} do not leave a 2-byte "
-            f"field inside a {skb.len}-byte packet"
+            f"csum_start {csum_start} + csum_offset {csum_offset} do not leave a 2-byte "
+            f"field inside a {total}-byte packet"
         )
-    value = fold_checksum(ones_sum_chunks(skb.views(start)))
-    skb.write(field, struct.pack("!H", value or _M))
-    skb.csum = Csum.NONE
-    return True
+    value = fold_checksum(ones_sum_chunks(_window(views, csum_start, total)))
+    data = struct.pack("!H", value or _M)
+    pos = 0
+    for v in _window(views, field, field + 2):  # the field may straddle two views
+        v[:] = data[pos : pos + len(v)]
+        pos += len(v)
+
+
+def _window(views: Sequence[memoryview], start: int, stop: int) -> Iterator[memoryview]:
+    """The bytes ``[start, stop)`` of the concatenation of ``views``, as views."""
+    pos = 0
+    for v in views:
+        lo, hi = max(start, pos), min(stop, pos + len(v))
+        if lo < hi:
+            yield v[lo - pos : hi - pos]
+        pos += len(v)

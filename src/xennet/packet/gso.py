@@ -16,11 +16,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 
-from ..platform.base import MAX_ORDER, PAGE_SIZE, Page
+from ..platform.base import MAX_ORDER, Page
 from .cb import get_headroom
 from .csum import IPPROTO_TCP, BytesLike, ipv4_header_checksum, l4_checksum
 from .frames import MAX_HEADER_LEN, TCP_CWR, TCP_FIN, TCP_PSH, FrameError, Headers, parse_l3l4
-from .skb import GSO_TCPV4, GSO_TCPV6, Buf, Csum, Foreign, PageSource, Skb
+from .skb import GSO_TCPV4, GSO_TCPV6, Buf, Csum, Foreign, PageSource, Skb, order_for
 
 __all__ = ["GsoError", "Segments", "check_headers", "segment", "segment_to_fit", "split_size"]
 
@@ -43,9 +43,7 @@ class Segments(list[Skb]):
 
 
 def _order_for(size: int) -> int:
-    order = 0
-    while PAGE_SIZE << order < size:
-        order += 1
+    order = order_for(size)
     if order > MAX_ORDER:
         raise GsoError(f"a segment head of {size} bytes does not fit a page of order {MAX_ORDER}")
     return order

@@ -15,14 +15,42 @@ pktgen layouts, slot policies).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from ..core.vec import FramePool
+from ..core.vec import FramePool, Packet, PacketVec, Piece
 from ..platform.base import PAGE_SIZE, Memory, Page, Platform, PlatformError
-from .skb import PageSource
+from .skb import Buf, Csum, PageSource, Skb, csum_of
 
 log = logging.getLogger(__name__)
 
 GROW = 64  # frames a pool takes from the domain's memory when it runs short
+
+
+def set_offloads(skb: Skb, p: Packet) -> None:
+    """A packet record's offload state (checksum, GSO) onto an skb."""
+    skb.csum = csum_of(p.flags)
+    if skb.csum is Csum.PARTIAL:
+        skb.csum_start, skb.csum_offset = p.csum_start, p.csum_offset
+    skb.gso_size, skb.gso_type = p.gso_size, p.gso_type
+
+
+def vec_skbs(vec: PacketVec, page_of: Callable[[Piece], Page], source: PageSource) -> list[Skb]:
+    """The vector's delivered packets as skbs that own their pages (``page_of`` each piece's)
+    and carry their records' offload state; the vector is emptied (the slow path's hand-over
+    from the kernels)."""
+    out: list[Skb] = []
+    for j in range(vec.npkts):
+        p = vec.packet(j)
+        if not p.npieces or p.error:
+            continue  # refused: nothing to hand over
+        pieces = vec.pieces_of(j)
+        pages = [page_of(pc) for pc in pieces]
+        bufs = [Buf(pg, pc.offset, pc.len) for pg, pc in zip(pages, pieces, strict=True)]
+        skb = Skb(bufs[0], bufs[1:], pages=pages, source=source)
+        set_offloads(skb, p)
+        out.append(skb)
+    vec.clear()
+    return out
 
 
 class Revoke:

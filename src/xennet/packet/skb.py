@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from ..abi.netif import XEN_NETIF_GSO_TYPE_NONE, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6
+from ..abi.netif import (
+    CSUM_PARTIAL,
+    CSUM_VALIDATED,
+    XEN_NETIF_GSO_TYPE_NONE,
+    XEN_NETIF_GSO_TYPE_TCPV4,
+    XEN_NETIF_GSO_TYPE_TCPV6,
+)
 from ..platform.base import MAX_ORDER, PAGE_SIZE, Page, PlatformError
 from .cb import ControlBlock
 
@@ -33,6 +39,23 @@ class Csum(enum.Enum):
     NONE = "none"  # no checksum promise: the receiver verifies
     PARTIAL = "partial"  # checksum to be completed: csum_start/csum_offset say where
     UNNECESSARY = "unnecessary"  # already verified
+
+
+_CSUM_STATE = {Csum.NONE: 0, Csum.PARTIAL: CSUM_PARTIAL, Csum.UNNECESSARY: CSUM_VALIDATED}
+
+
+def csum_state(csum: Csum) -> int:
+    """An skb's checksum state as the packet records and rings carry it (abi/netif CSUM_*)."""
+    return _CSUM_STATE[csum]
+
+
+def csum_of(state: int) -> Csum:
+    """The skb checksum state of a packet record's flags (PARTIAL wins over VALIDATED)."""
+    if state & CSUM_PARTIAL:
+        return Csum.PARTIAL
+    if state & CSUM_VALIDATED:
+        return Csum.UNNECESSARY
+    return Csum.NONE
 
 
 class Foreign(NamedTuple):
@@ -57,11 +80,19 @@ class Piece(NamedTuple):
 Layout = tuple[Piece, ...]  # head first, then frags
 
 
-def slots_for(offset: int, length: int) -> int:
-    """4 KiB frames spanned by ``length`` bytes at ``offset`` (one grant, one slot each)."""
+def slots_for(offset: int, length: int, page_size: int = PAGE_SIZE) -> int:
+    """Frames spanned by ``length`` bytes at ``offset`` (one grant, one slot each)."""
     if length <= 0:
         return 0
-    return (offset + length - 1) // PAGE_SIZE - offset // PAGE_SIZE + 1
+    return (offset + length - 1) // page_size - offset // page_size + 1
+
+
+def order_for(length: int, page_size: int = PAGE_SIZE) -> int:
+    """The smallest page order holding ``length`` bytes (the caller bounds it by MAX_ORDER)."""
+    order = 0
+    while page_size << order < length:
+        order += 1
+    return order
 
 
 def page_pieces(offset: int, length: int) -> Iterator[tuple[int, int, int]]:

@@ -41,7 +41,17 @@ from ..core.pure.codecs import PKT as PKT_CODEC
 from ..core.vec import PacketVec
 from ..packet.csum import BytesLike
 from ..packet.pool import PoolPages
-from ..packet.skb import ETH_HLEN, GSO_NONE, MAX_PACKET, MAX_SKB_FRAGS, Buf, Csum, PageSource, Skb
+from ..packet.skb import (
+    ETH_HLEN,
+    GSO_NONE,
+    MAX_PACKET,
+    MAX_SKB_FRAGS,
+    Buf,
+    PageSource,
+    Skb,
+    csum_of,
+    csum_state,
+)
 from ..platform.base import PAGE_SIZE, Page
 from . import vnet
 from .netns import NsRef, run_in_netns
@@ -71,22 +81,6 @@ _PKT_SIZE = r.PKT.size
 _PIECE = PIECE_CODEC
 _PIECE_SIZE = r.PIECE.size
 _NO_OFFLOAD = bytes(VNET_HDR_LEN)
-
-
-def _csum_state(flags: int) -> Csum:
-    if flags & r.PKT_CSUM_PARTIAL:
-        return Csum.PARTIAL
-    if flags & r.PKT_DATA_VALIDATED:
-        return Csum.UNNECESSARY
-    return Csum.NONE
-
-
-def _pkt_flags(csum: Csum) -> int:
-    if csum is Csum.PARTIAL:
-        return r.PKT_CSUM_PARTIAL
-    if csum is Csum.UNNECESSARY:
-        return r.PKT_DATA_VALIDATED
-    return 0
 
 
 TUN_DEVICE = "/dev/net/tun"
@@ -363,7 +357,7 @@ class Tap:
                 except VnetError as e:
                     self.stats.drop_rx(e.reason)
                     continue
-                flags = _pkt_flags(o.csum)
+                flags = csum_state(o.csum)
                 for _attempt in range(2):
                     ok, npieces = kernels.vec_fill_frame(
                         pool.view, pool.pool.buf, sv[:length], flags, o.gso_size, o.gso_type, o.csum_start,
@@ -420,7 +414,7 @@ class Tap:
                 if not flags and not gso_size:
                     hdr = _NO_OFFLOAD
                 else:
-                    o = Offload(_csum_state(flags), cs, co, gso_type, gso_size)
+                    o = Offload(csum_of(flags), cs, co, gso_type, gso_size)
                     hdr = vnet.for_offload(o, length, functools.partial(_tcp_hdr_len, [data], o)).pack()
                 vnet.check_length(bool(gso_size), length, self.mtu, vlan=_vlan(data))
             except VnetError as e:

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar, cast
 
 from ..abi.ring import PAGE_SIZE, REQ_EVENT, REQ_PROD, RING_OFFSET, RSP_EVENT, RSP_PROD, const_ring_size
+from ..platform.base import full_barrier
 
 _MASK = 0xFFFFFFFF
-_fence_lock = threading.Lock()
-
-
-def full_barrier() -> None:
-    """``mb()``: a locked instruction orders our store before our next load (x86 store-load)."""
-    _fence_lock.acquire()
-    _fence_lock.release()
 
 
 Req = TypeVar("Req")

@@ -99,15 +99,6 @@ long xn_netback_rx_estimate(struct xn_buf vec_pieces, uint32_t piece0, uint32_t 
     return count + (gso ? 1 : 0);
 }
 
-static uint16_t rsp_flags(uint16_t pkt_flags)
-{
-    if (pkt_flags & XN_PKT_CSUM_PARTIAL)
-        return XN_RXF_CSUM_BLANK | XN_RXF_DATA_VALIDATED;
-    if (pkt_flags & XN_PKT_DATA_VALIDATED)
-        return XN_RXF_DATA_VALIDATED;
-    return 0;
-}
-
 struct rx_rsp {
     uint16_t id, offset, flags;
     int16_t status;
@@ -175,7 +166,7 @@ int xn_netback_rx_plan(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_
         planned += p.len;
         struct xn_rx_plan pl = {(uint32_t)nseg, ncp, (uint16_t)nrsp, (uint16_t)slots, (uint16_t)nbuf, repacked};
         XN_PUT(plans.p, j, pl);
-        uint16_t f0 = rsp_flags(p.flags);
+        uint16_t f0 = XN_RX_CSUM_FLAGS(p.flags);
         for (uint32_t b = 0; b < nbuf; b++) {
             uint32_t slot = b + (gso && b > 0 ? 1 : 0);
             const unsigned char *rq = reqs.p + (size_t)(used + slot) * XN_RX_ENTRY;

@@ -44,15 +44,13 @@ int xn_netback_tx_assemble(struct xn_buf reqs, uint32_t n, uint32_t max_slots, u
         uint8_t gso_type = 0;
         unsigned char add[6], del[6];
         if (first.flags & XN_TXF_EXTRA_INFO) {
-            int more = 1;
-            while (more) {
-                if (pos >= n)
-                    FATAL(XN_TXF_MISSING_EXTRA_INFO, 0, 0);
-                const unsigned char *e = q + (size_t)pos * XN_TX_ENTRY;
-                uint8_t etype = e[0], eflags = e[1];
-                pos++;
-                nextras++;
-                if (!(etype > XN_EXTRA_NONE && etype < XN_EXTRA_MAX))
+            uint32_t at[XN_EXTRA_MAX + 1];
+            int end = xn_extra_chain(q, pos, n, XN_TX_ENTRY, at, &nextras);
+            pos += nextras;
+            for (uint32_t k = 0; k < nextras; k++) {
+                const unsigned char *e = q + (size_t)at[k] * XN_TX_ENTRY;
+                uint8_t etype = e[0];
+                if (!xn_extra_type_valid(etype))
                     FATAL(XN_TXF_BAD_EXTRA_TYPE, etype, 0);
                 if (etype == XN_EXTRA_GSO) {
                     have_gso = 1;
@@ -65,10 +63,11 @@ int xn_netback_tx_assemble(struct xn_buf reqs, uint32_t n, uint32_t max_slots, u
                     have_del = 1;
                     memcpy(del, e + 2, 6);
                 }
-                more = !!(eflags & XN_EXTRA_FLAG_MORE);
-                if (nextras > XN_EXTRA_MAX)
-                    FATAL(XN_TXF_BAD_EXTRA_TYPE, etype, 0); /* an endless chain */
             }
+            if (end == XN_EXTRAS_MISSING)
+                FATAL(XN_TXF_MISSING_EXTRA_INFO, 0, 0);
+            if (end == XN_EXTRAS_ENDLESS)
+                FATAL(XN_TXF_BAD_EXTRA_TYPE, q[(size_t)at[nextras - 1] * XN_TX_ENTRY], 0);
         }
         struct xn_tx_pkt rec;
         memset(&rec, 0, sizeof rec);
@@ -111,9 +110,10 @@ int xn_netback_tx_assemble(struct xn_buf reqs, uint32_t n, uint32_t max_slots, u
         if (error == XN_TXE_OK && first.size < XN_ETH_HLEN)
             error = XN_TXE_RUNT;
         if (have_gso) {
-            if (gso_size == 0)
+            int fault = xn_gso_fault(gso_size, gso_type);
+            if (fault == XN_GSO_SIZE_ZERO)
                 FATAL(XN_TXF_GSO_SIZE_ZERO, 0, 0);
-            if (gso_type != XN_GSO_TCPV4 && gso_type != XN_GSO_TCPV6)
+            if (fault == XN_GSO_BAD_TYPE)
                 FATAL(XN_TXF_BAD_GSO_TYPE, gso_type, 0);
             if (error == XN_TXE_OK && gso_size < XN_GSO_MIN_SIZE)
                 error = XN_TXE_GSO_SIZE_TOO_SMALL;
@@ -155,15 +155,6 @@ static void seg_from_grant(unsigned char *segs, uint32_t i, uint32_t gref, uint3
     s.len = (uint16_t)n;
     s.flags = XN_GNTCOPY_SOURCE_GREF;
     XN_PUT(segs, i, s);
-}
-
-static uint16_t pkt_flags(uint16_t txflags)
-{
-    if (txflags & XN_TXF_CSUM_BLANK)
-        return XN_PKT_CSUM_PARTIAL;
-    if (txflags & XN_TXF_DATA_VALIDATED)
-        return XN_PKT_DATA_VALIDATED;
-    return 0;
 }
 
 /* (frames, segments, pieces) a packet's build takes */
@@ -321,7 +312,7 @@ int xn_netback_tx_build(struct xn_buf reqs, struct xn_buf pkts, uint32_t start, 
                 again += take;
             }
         }
-        struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), pkt_flags(p.flags), p.size, j,
+        struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), XN_TX_CSUM_STATE(p.flags), p.size, j,
                            p.gso_size, p.gso_type, 0, 0, 0};
         XN_PUT(vec_pkts.p, j, v);
         xn_st32(seg_ranges.p + 8 * (size_t)j, seg0);

@@ -81,17 +81,16 @@ static void validate(const unsigned char *q, const uint32_t *data, uint32_t nd, 
     for (uint32_t i = 0; i < ne && error == XN_RXE_OK; i++) {
         const unsigned char *e = q + (size_t)extras[i] * XN_RX_ENTRY;
         uint8_t etype = e[0];
-        if (!(etype > XN_EXTRA_NONE && etype < XN_EXTRA_MAX)) {
+        if (!xn_extra_type_valid(etype)) {
             error = XN_RXE_BAD_EXTRA_TYPE;
         } else if (etype == XN_EXTRA_GSO) {
             uint16_t size = xn_ld16(e + 2);
             uint8_t gtype = e[4];
+            int fault = xn_gso_fault(size, gtype);
             if (!gso_ok)
                 error = XN_RXE_UNNEGOTIATED_GSO;
-            else if (size == 0)
-                error = XN_RXE_GSO_SIZE_ZERO;
-            else if (gtype != XN_GSO_TCPV4 && gtype != XN_GSO_TCPV6)
-                error = XN_RXE_BAD_GSO_TYPE;
+            else if (fault != XN_GSO_OK)
+                error = fault == XN_GSO_SIZE_ZERO ? XN_RXE_GSO_SIZE_ZERO : XN_RXE_BAD_GSO_TYPE;
             else {
                 gso_size = size;
                 gso_type = gtype;
@@ -128,19 +127,15 @@ int xn_netfront_rx_assemble(struct xn_buf rsps, uint32_t n, uint32_t cons, uint3
         pos++;
         uint32_t ne = 0;
         if (first.flags & XN_RXF_EXTRA_INFO) {
-            int more = 1;
-            while (more) {
-                if (pos >= n)
-                    FATAL(XN_RXF_EXTRA_NOT_PRODUCED, 0);
-                if (!posted(slots, cons, pos, mask))
-                    FATAL(XN_RXF_NO_BUFFER_POSTED, (cons + pos) & mask);
-                extras[ne] = pos;
-                more = !!(q[(size_t)pos * XN_RX_ENTRY + 1] & XN_EXTRA_FLAG_MORE);
-                pos++;
-                ne++;
-                if (ne > XN_EXTRA_MAX)
-                    FATAL(XN_RXF_ENDLESS_EXTRA, 0);
-            }
+            int end = xn_extra_chain(q, pos, n, XN_RX_ENTRY, extras, &ne);
+            for (uint32_t k = 0; k < ne; k++)
+                if (!posted(slots, cons, extras[k], mask))
+                    FATAL(XN_RXF_NO_BUFFER_POSTED, (cons + extras[k]) & mask);
+            if (end == XN_EXTRAS_MISSING)
+                FATAL(XN_RXF_EXTRA_NOT_PRODUCED, 0);
+            if (end == XN_EXTRAS_ENDLESS)
+                FATAL(XN_RXF_ENDLESS_EXTRA, 0);
+            pos += ne;
         }
         uint32_t max_slots = XN_NR_SLOTS_MIN + ((first.status >= 0 && first.status <= (int)XN_RX_COPY_THRESHOLD) ? 1 : 0);
         uint32_t nd = 0;
@@ -312,11 +307,7 @@ int xn_netfront_rx_build(struct xn_buf rsps, struct xn_buf pkts, uint32_t start,
             XN_PUT(slots.p, at, z);
             RECYCLE(s.ref, s.frame); /* untouched by the backend: post it again */
         }
-        uint16_t pflags = 0;
-        if (p.flags & XN_RXF_CSUM_BLANK)
-            pflags = XN_PKT_CSUM_PARTIAL;
-        else if (p.flags & XN_RXF_DATA_VALIDATED)
-            pflags = XN_PKT_DATA_VALIDATED;
+        uint16_t pflags = XN_RX_CSUM_STATE(p.flags);
         struct xn_pkt v = {piece0, (uint16_t)(npiece - piece0), pflags, p.len, j, p.gso_size, p.gso_type, 0, 0, 0};
         XN_PUT(vec_pkts.p, j, v);
         ok++;

@@ -17,15 +17,6 @@ static int stack_push(struct xn_stack *s, uint16_t v, struct xn_err *err)
     return 0;
 }
 
-static uint16_t req_flags(uint16_t pkt_flags)
-{
-    if (pkt_flags & XN_PKT_CSUM_PARTIAL)
-        return XN_TXF_CSUM_BLANK | XN_TXF_DATA_VALIDATED;
-    if (pkt_flags & XN_PKT_DATA_VALIDATED)
-        return XN_TXF_DATA_VALIDATED;
-    return 0;
-}
-
 #define MAX_PIECES 4096u
 
 int xn_netfront_tx_post(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
@@ -95,7 +86,7 @@ int xn_netfront_tx_post(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32
         }
         struct xn_tx_inflight inf = {p.tag, p.npieces, 0};
         XN_PUT(inflight.p, slot, inf);
-        uint16_t f0 = req_flags(p.flags) | (p.gso_size ? XN_TXF_EXTRA_INFO : 0);
+        uint16_t f0 = XN_TX_CSUM_FLAGS(p.flags) | (p.gso_size ? XN_TXF_EXTRA_INFO : 0);
         for (uint32_t i = 0; i < p.npieces; i++) {
             struct xn_piece pc;
             XN_GET(pc, vec_pieces.p, p.piece0 + i);

@@ -44,6 +44,54 @@
 #define XN_GSO_TCPV4 1u
 #define XN_GSO_TCPV6 2u
 #define XN_GSO_MIN_SIZE 88u /* records.GSO_MIN_SIZE: segments per packet stay bounded */
+
+/* The extra-info chain and the GSO extra: the twin of abi/netif.py's extra_chain,
+   extra_type_valid and gso_fault. */
+#define XN_EXTRAS_OK 0
+#define XN_EXTRAS_MISSING 1 /* a slot announced but not produced */
+#define XN_EXTRAS_ENDLESS 2 /* more slots than there are extra types */
+
+/* The positions of the chain's slots from pos (of n produced entries of entry bytes) into
+   at[] (XN_EXTRA_MAX + 1 of them at most), their count, and how the chain ended.  The
+   caller checks each slot's type: whatever the end, its slots come first. */
+static inline int xn_extra_chain(const unsigned char *q, uint32_t pos, uint32_t n, size_t entry, uint32_t *at,
+                                 uint32_t *count)
+{
+    uint32_t ne = 0;
+    int more = 1, end = XN_EXTRAS_OK;
+    while (more) {
+        if (pos >= n) {
+            end = XN_EXTRAS_MISSING;
+            break;
+        }
+        at[ne++] = pos;
+        more = !!(q[(size_t)pos * entry + 1] & XN_EXTRA_FLAG_MORE);
+        pos++;
+        if (ne > XN_EXTRA_MAX) {
+            end = XN_EXTRAS_ENDLESS;
+            break;
+        }
+    }
+    *count = ne;
+    return end;
+}
+
+static inline int xn_extra_type_valid(uint8_t etype)
+{
+    return etype > XN_EXTRA_NONE && etype < XN_EXTRA_MAX;
+}
+
+#define XN_GSO_OK 0
+#define XN_GSO_SIZE_ZERO 1
+#define XN_GSO_BAD_TYPE 2
+static inline int xn_gso_fault(uint16_t size, uint8_t gso_type)
+{
+    if (size == 0)
+        return XN_GSO_SIZE_ZERO;
+    if (gso_type != XN_GSO_TCPV4 && gso_type != XN_GSO_TCPV6)
+        return XN_GSO_BAD_TYPE;
+    return XN_GSO_OK;
+}
 #define XN_RSP_DROPPED (-2)
 #define XN_RSP_ERROR (-1)
 #define XN_RSP_OKAY 0
@@ -97,6 +145,31 @@ struct xn_pkt {
 #define XN_PKT_CSUM_PARTIAL 1u
 #define XN_PKT_DATA_VALIDATED 2u
 #define XN_PKT_CSUM_FAILED 4u
+
+/* A packet's checksum state (XN_PKT_*) and the ring flags: the twin of abi/netif.py's
+   tx/rx_csum_flags and tx/rx_csum_state.  The rings swap the two bits; csum_blank always
+   goes with data_validated. */
+static inline uint16_t xn_csum_flags(uint16_t pkt_flags, uint16_t blank, uint16_t validated)
+{
+    if (pkt_flags & XN_PKT_CSUM_PARTIAL)
+        return (uint16_t)(blank | validated);
+    if (pkt_flags & XN_PKT_DATA_VALIDATED)
+        return validated;
+    return 0;
+}
+
+static inline uint16_t xn_csum_state(uint16_t flags, uint16_t blank, uint16_t validated)
+{
+    if (flags & blank)
+        return XN_PKT_CSUM_PARTIAL;
+    if (flags & validated)
+        return XN_PKT_DATA_VALIDATED;
+    return 0;
+}
+#define XN_TX_CSUM_FLAGS(st) xn_csum_flags((st), XN_TXF_CSUM_BLANK, XN_TXF_DATA_VALIDATED)
+#define XN_TX_CSUM_STATE(f) xn_csum_state((f), XN_TXF_CSUM_BLANK, XN_TXF_DATA_VALIDATED)
+#define XN_RX_CSUM_FLAGS(st) xn_csum_flags((st), XN_RXF_CSUM_BLANK, XN_RXF_DATA_VALIDATED)
+#define XN_RX_CSUM_STATE(f) xn_csum_state((f), XN_RXF_CSUM_BLANK, XN_RXF_DATA_VALIDATED)
 
 struct xn_tx_pkt {
     uint16_t first;

@@ -107,14 +107,6 @@ def netback_rx_estimate(vec_pieces: Buffer, piece0: int, npieces: int, packing: 
     return count + (1 if gso else 0)
 
 
-def _rsp_flags(pkt_flags: int) -> int:
-    if pkt_flags & r.PKT_CSUM_PARTIAL:
-        return netif.NETRXF_csum_blank | netif.NETRXF_data_validated
-    if pkt_flags & r.PKT_DATA_VALIDATED:
-        return netif.NETRXF_data_validated
-    return 0
-
-
 Planned = tuple[int, int, int, int, int, int, int, int, int]
 
 
@@ -180,7 +172,7 @@ def netback_rx_plan(
         repacks += repacked
         planned += length
         RX_PLAN.pack_into(pl, j * r.RX_PLAN.size, nseg, copies, nrsp, slots, len(buffers), repacked)
-        f0 = _rsp_flags(flags)
+        f0 = netif.rx_csum_flags(flags)
         for b, copies_b in enumerate(buffers):
             slot = b + (1 if gso and b > 0 else 0)
             rid, gref = RX_REQ.unpack_from(q, (used + slot) * RX_ENTRY)

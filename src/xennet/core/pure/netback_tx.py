@@ -70,15 +70,12 @@ def netback_tx_assemble(
         mcast_add: bytes | None = None
         mcast_del: bytes | None = None
         if flags & netif.NETTXF_extra_info:
-            more = True
-            while more:
-                if pos >= n:
-                    return start, npkts, F.MISSING_EXTRA_INFO, 0, 0
-                e = pos * ENTRY
-                etype, eflags = q[e], q[e + 1]
-                pos += 1
-                nextras += 1
-                if not netif.XEN_NETIF_EXTRA_TYPE_NONE < etype < netif.XEN_NETIF_EXTRA_TYPE_MAX:
+            extras, end = netif.extra_chain(q, pos, n, ENTRY)
+            pos += len(extras)
+            nextras = len(extras)
+            for e in (k * ENTRY for k in extras):
+                etype = q[e]
+                if not netif.extra_type_valid(etype):
                     return start, npkts, F.BAD_EXTRA_TYPE, etype, 0
                 if etype == netif.XEN_NETIF_EXTRA_TYPE_GSO:
                     _t, _f, gsize, gtype, _feat = EXTRA_GSO.unpack_from(q, e)
@@ -87,9 +84,10 @@ def netback_tx_assemble(
                     mcast_add = bytes(q[e + 2 : e + 8])
                 elif etype == netif.XEN_NETIF_EXTRA_TYPE_MCAST_DEL:
                     mcast_del = bytes(q[e + 2 : e + 8])
-                more = bool(eflags & netif.XEN_NETIF_EXTRA_FLAG_MORE)
-                if nextras > netif.XEN_NETIF_EXTRA_TYPE_MAX:
-                    return start, npkts, F.BAD_EXTRA_TYPE, etype, 0  # an endless chain
+            if end == netif.EXTRAS_MISSING:
+                return start, npkts, F.MISSING_EXTRA_INFO, 0, 0
+            if end == netif.EXTRAS_ENDLESS:
+                return start, npkts, F.BAD_EXTRA_TYPE, q[extras[-1] * ENTRY], 0
         if mcast_add is not None:
             mcast = (r.TXK_MCAST_ADD, mcast_add)
         elif mcast_del is not None:
@@ -129,9 +127,10 @@ def netback_tx_assemble(
         gso_size = gso_type = 0
         if gso is not None:
             gso_size, gso_type = gso
-            if gso_size == 0:
+            fault = netif.gso_fault(gso_size, gso_type)
+            if fault == netif.GSO_SIZE_ZERO:
                 return start, npkts, F.GSO_SIZE_ZERO, 0, 0
-            if gso_type not in (netif.XEN_NETIF_GSO_TYPE_TCPV4, netif.XEN_NETIF_GSO_TYPE_TCPV6):
+            if fault == netif.GSO_BAD_TYPE:
                 return start, npkts, F.BAD_GSO_TYPE, gso_type, 0
             if error == E.OK and gso_size < r.GSO_MIN_SIZE:
                 error = E.GSO_SIZE_TOO_SMALL
@@ -161,14 +160,6 @@ def _seg_from_grant(o: memoryview, i: int, gref: int, goff: int, domid: int, vir
     SIDE_GREF.pack_into(o, base, gref, goff, domid)
     SIDE_VIRT.pack_into(o, base + 8, virt)
     SEG_TAIL.pack_into(o, base + SEG_TAIL_OFF, n, GNTCOPY_source_gref, 0)
-
-
-def _pkt_flags(txflags: int) -> int:
-    if txflags & netif.NETTXF_csum_blank:
-        return r.PKT_CSUM_PARTIAL
-    if txflags & netif.NETTXF_data_validated:
-        return r.PKT_DATA_VALIDATED
-    return 0
 
 
 def _needs(slots: list[tuple[int, int, int, int]], head_len: int, map_frags: int) -> tuple[int, int, int]:
@@ -321,7 +312,7 @@ def netback_tx_build(
                 npiece += 1
         npieces = npiece - piece0
         PKT.pack_into(
-            vp, j * r.PKT.size, piece0, npieces, _pkt_flags(flags), size, j,
+            vp, j * r.PKT.size, piece0, npieces, netif.tx_csum_state(flags), size, j,
             gso_size, gso_type, 0, 0, 0,
         )  # fmt: skip
         sr[2 * j], sr[2 * j + 1] = seg0, nseg - seg0

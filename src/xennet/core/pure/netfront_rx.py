@@ -78,21 +78,18 @@ def netfront_rx_assemble(
         if rid != idx:
             return start, npkts, F.ID_NOT_ISSUED, rid
         pos += 1
-        nextras = 0
         extras: list[int] = []  # entry positions
         if flags & netif.NETRXF_extra_info:
-            more = True
-            while more:
-                if pos >= n:
-                    return start, npkts, F.EXTRA_NOT_PRODUCED, 0
-                if not posted(pos):
-                    return start, npkts, F.NO_BUFFER_POSTED, (cons + pos) & mask
-                extras.append(pos)
-                more = bool(q[pos * ENTRY + 1] & netif.XEN_NETIF_EXTRA_FLAG_MORE)
-                pos += 1
-                nextras += 1
-                if nextras > netif.XEN_NETIF_EXTRA_TYPE_MAX:
-                    return start, npkts, F.ENDLESS_EXTRA, 0
+            extras, end = netif.extra_chain(q, pos, n, ENTRY)
+            for p in extras:
+                if not posted(p):
+                    return start, npkts, F.NO_BUFFER_POSTED, (cons + p) & mask
+            if end == netif.EXTRAS_MISSING:
+                return start, npkts, F.EXTRA_NOT_PRODUCED, 0
+            if end == netif.EXTRAS_ENDLESS:
+                return start, npkts, F.ENDLESS_EXTRA, 0
+            pos += len(extras)
+        nextras = len(extras)
         max_slots = netif.XEN_NETIF_NR_SLOTS_MIN + (1 if 0 <= status <= RX_COPY_THRESHOLD else 0)
         data = [start]  # entry positions of the data slots
         more_data = flags & netif.NETRXF_more_data
@@ -152,16 +149,15 @@ def _validate(
         etype = q[p * ENTRY]
         if error != E.OK:
             break
-        if not netif.XEN_NETIF_EXTRA_TYPE_NONE < etype < netif.XEN_NETIF_EXTRA_TYPE_MAX:
+        if not netif.extra_type_valid(etype):
             error = E.BAD_EXTRA_TYPE
         elif etype == netif.XEN_NETIF_EXTRA_TYPE_GSO:
             _t, _f, size, gtype, _feat = EXTRA_GSO.unpack_from(q, p * ENTRY)
+            fault = netif.gso_fault(size, gtype)
             if not gso_ok:
                 error = E.UNNEGOTIATED_GSO
-            elif size == 0:
-                error = E.GSO_SIZE_ZERO
-            elif gtype not in (netif.XEN_NETIF_GSO_TYPE_TCPV4, netif.XEN_NETIF_GSO_TYPE_TCPV6):
-                error = E.BAD_GSO_TYPE
+            elif fault != netif.GSO_OK:
+                error = E.GSO_SIZE_ZERO if fault == netif.GSO_SIZE_ZERO else E.BAD_GSO_TYPE
             else:
                 gso_size, gso_type = size, gtype
     if error == E.OK and length > MAX_PACKET:
@@ -299,13 +295,19 @@ def netfront_rx_build(
                 recycle(r.NONE32 if ended else ref, frame)
         for p in extras:
             recycle(*reversed(take(p)))  # untouched by the backend: post it again
-        pflags = 0
-        if flags & netif.NETRXF_csum_blank:
-            pflags = r.PKT_CSUM_PARTIAL
-        elif flags & netif.NETRXF_data_validated:
-            pflags = r.PKT_DATA_VALIDATED
         PKT.pack_into(
-            vp, j * r.PKT.size, piece0, npiece - piece0, pflags, length, j, gso_size, gso_type, 0, 0, 0
+            vp,
+            j * r.PKT.size,
+            piece0,
+            npiece - piece0,
+            netif.rx_csum_state(flags),
+            length,
+            j,
+            gso_size,
+            gso_type,
+            0,
+            0,
+            0,
         )
         ok += 1
         nbytes += length

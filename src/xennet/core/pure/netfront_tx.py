@@ -48,14 +48,6 @@ class Stack:
         self.v[0] = n + 1
 
 
-def _req_flags(pkt_flags: int) -> int:
-    if pkt_flags & r.PKT_CSUM_PARTIAL:
-        return netif.NETTXF_csum_blank | netif.NETTXF_data_validated
-    if pkt_flags & r.PKT_DATA_VALIDATED:
-        return netif.NETTXF_data_validated
-    return 0
-
-
 def netfront_tx_post(
     vec_pkts: Buffer,
     vec_pieces: WBuffer,
@@ -115,7 +107,7 @@ def netfront_tx_post(
         if slot >= len(inf) // r.TX_INFLIGHT.size:
             raise ValueError(f"netfront_tx_post: in-flight slot {slot} out of range")
         TX_INFLIGHT.pack_into(inf, slot * r.TX_INFLIGHT.size, tag, npieces, 0)
-        f0 = _req_flags(flags) | (netif.NETTXF_extra_info if gso_size else 0)
+        f0 = netif.tx_csum_flags(flags) | (netif.NETTXF_extra_info if gso_size else 0)
         for i, k in enumerate(range(piece0, piece0 + npieces)):
             frame, off, plen, _ref, _domid, pflags = PIECE.unpack_from(vpc, k * r.PIECE.size)
             rid = ids.pop()

@@ -1,6 +1,7 @@
 """Guest-RX policies (seeds 004, 002, 003), all pure: how a packet is packed into the rx
 buffers the guest posted (``packing``), when it may be queued or put on the ring
-(``admission``), and the grant copies that carry it out (``copies``)."""
+(``admission``).  The grant copies that carry a plan out are built by the core kernel
+``netback_rx_plan`` (``core/pure/netback_rx.py``) from ``netback.rx.skb_pieces``."""
 
 from .admission import (
     ADMISSION_POLICIES,
@@ -10,7 +11,6 @@ from .admission import (
     FitOrWaitAdmission,
     admission_policy,
 )
-from .copies import CopySpec, ForeignSource, LocalSource, copy_specs, grant_copies
 from .packing import (
     PACKING_POLICIES,
     FullPacking,
@@ -29,12 +29,9 @@ __all__ = [
     "Admission",
     "AdmissionPolicy",
     "Chunk",
-    "CopySpec",
     "EstimateAdmission",
     "FitOrWaitAdmission",
-    "ForeignSource",
     "FullPacking",
-    "LocalSource",
     "PackingPolicy",
     "PlanError",
     "RxPlan",
@@ -43,8 +40,6 @@ __all__ = [
     "admission_policy",
     "check_packing",
     "check_plan",
-    "copy_specs",
-    "grant_copies",
     "packing_policy",
     "seed_original_count",
 ]

@@ -1,6 +1,6 @@
 """Too-many-slots policies for netfront tx, the relayout planner and slot accounting."""
 
-from .planner import Copied, Kept, NoPlan, RelayoutPlan, relayout_plan, span
+from .planner import Copied, Kept, NoPlan, RelayoutPlan, relayout_plan
 from .policies import (
     DropPolicy,
     LinearizePolicy,
@@ -33,5 +33,4 @@ __all__ = [
     "policy_for",
     "policy_names",
     "relayout_plan",
-    "span",
 ]

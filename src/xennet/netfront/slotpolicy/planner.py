@@ -49,7 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ...packet.skb import ETH_HLEN, MAX_SKB_FRAGS, Piece
+from ...packet.skb import ETH_HLEN, MAX_SKB_FRAGS, Piece, order_for, slots_for
 from ...platform.base import MAX_ORDER, PAGE_SIZE
 
 
@@ -102,21 +102,6 @@ class RelayoutPlan:
     @property
     def slot_counts(self) -> list[int]:
         return [b.slots for b in self.bufs]
-
-
-def span(offset: int, length: int, page_size: int = PAGE_SIZE) -> int:
-    """Frames of ``page_size`` bytes spanned by ``length`` bytes at ``offset``."""
-    if length <= 0:
-        return 0
-    return (offset + length - 1) // page_size - offset // page_size + 1
-
-
-def order_for(length: int, page_size: int = PAGE_SIZE) -> int:
-    """The smallest page order holding ``length`` bytes."""
-    order = 0
-    while page_size << order < length:
-        order += 1
-    return order
 
 
 def first_frame_bytes(offset: int, length: int, page_size: int = PAGE_SIZE) -> int:
@@ -251,7 +236,7 @@ def _kept_extensions(
         n = cuts.at[k] - x
         if j == 0 and first_frame_bytes(boff, n, page) < hmin:
             continue  # the head's first slot must carry the Ethernet header
-        out.append((k, span(boff, n, page)))
+        out.append((k, slots_for(boff, n, page)))
     return out
 
 
@@ -288,7 +273,7 @@ def _backtrack(
         if e.step == _KEPT:
             src = cuts.owner[e.prev_cut]
             skip = a - cuts.starts[src]
-            out.append(Kept(a, b - a, src, skip, span(layout[src].offset + skip, b - a, page)))
+            out.append(Kept(a, b - a, src, skip, slots_for(layout[src].offset + skip, b - a, page)))
         else:
             out.append(Copied(a, b - a, order_for(b - a, page), -(-(b - a) // page)))
         t, k, k0 = e.came_from, e.prev_cut, e.prev_key

@@ -11,9 +11,9 @@ boundary needs no bounce); a shorter head gets the bytes it lacks pulled from th
 
 from __future__ import annotations
 
-from ...packet.skb import ETH_HLEN, MAX_SKB_FRAGS, Buf, Foreign, PageSource, Skb
+from ...packet.skb import ETH_HLEN, MAX_SKB_FRAGS, Buf, Foreign, PageSource, Skb, order_for
 from ...platform.base import PAGE_SIZE, Page
-from .planner import first_frame_bytes, order_for
+from .planner import first_frame_bytes
 
 
 def count_slots(skb: Skb) -> int:

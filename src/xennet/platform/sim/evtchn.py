@@ -15,21 +15,13 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 
-from ..base import PeerGone, PlatformError
+from ..base import PeerGone, PlatformError, full_barrier
 from .grants import Domains
 from .layout import ECS_FREE, ECS_INTERDOMAIN, ECS_UNBOUND, EVTCHN, EVTCHN_CODEC, LOCK_EVTCHN
 from .shm import DomainFile
 
 _PORT = struct.Struct("<I")
-_fence_lock = threading.Lock()
-
-
-def fence() -> None:
-    """A full barrier: a locked instruction orders our store before our next load (x86)."""
-    _fence_lock.acquire()
-    _fence_lock.release()
 
 
 def port_entry(df: DomainFile, port: int) -> tuple[int, int, int]:
@@ -144,7 +136,7 @@ class SimEventChannels:
 
     def _raise(self, df: DomainFile, port: int, path: str) -> None:
         df.pending[port] = 1
-        fence()
+        full_barrier()
         if df.masked[port]:
             return  # delivered when the owner unmasks
         try:
@@ -194,7 +186,7 @@ class SimEventChannels:
         if port_entry(own, port)[0] == ECS_FREE:
             raise PlatformError(f"unmask: port {port} is not bound")
         own.masked[port] = 0
-        fence()
+        full_barrier()
         if own.pending[port]:
             try:  # something arrived while masked: ring our own doorbell
                 self._sock.sendto(_PORT.pack(port), self._own_path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...abi.cstruct import CStruct, u8, u16, u32, u64
+from ...abi.cstruct import CStruct, round_up, u8, u16, u32, u64
 from ...abi.grant_table import GRANT_ENTRY_V1
 from .. import buddy
 from ..base import MAX_ORDER, PAGE_SIZE
@@ -77,10 +77,6 @@ FT_FREE, FT_TAIL = buddy.FT_FREE, buddy.FT_TAIL
 _ALIGN = 64
 
 
-def _round_up(n: int, a: int) -> int:
-    return (n + a - 1) // a * a
-
-
 @dataclass(frozen=True)
 class Layout:
     nr_frames: int
@@ -117,10 +113,10 @@ class Layout:
         off = PAGE_SIZE  # the header has page 0 (and the lock bytes live in it)
         offs: dict[str, int] = {}
         for name, size in regions:
-            off = _round_up(off, _ALIGN)
+            off = round_up(off, _ALIGN)
             offs[name] = off
             off += size
-        mem_off = _round_up(off, PAGE_SIZE)
+        mem_off = round_up(off, PAGE_SIZE)
         return cls(
             nr_frames=nr_frames,
             nr_grant_entries=nr_grant_entries,
