@@ -8,7 +8,6 @@ gnttab_grant_foreign_access) offers a granting domain, ``GrantMapper`` is gntdev
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,16 +27,6 @@ from ..abi.grant_table import (
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 MAX_ORDER = 4  # compound pages of up to 16 frames
-
-_fence_lock = threading.Lock()
-
-
-def full_barrier() -> None:
-    """``mb()``: a locked instruction orders our store before our next load (x86 store-load).
-    The shared ring's notify checks and the sim's event channels both need it."""
-    _fence_lock.acquire()
-    _fence_lock.release()
-
 
 class PlatformError(Exception):
     """A hypervisor service refused an operation; the message says which and why.

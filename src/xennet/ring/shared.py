@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar, cast
 
 from ..abi.ring import PAGE_SIZE, REQ_EVENT, REQ_PROD, RING_OFFSET, RSP_EVENT, RSP_PROD, const_ring_size
-from ..platform.base import full_barrier
+from .barrier import full_barrier
 
 _MASK = 0xFFFFFFFF
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from ..base import PeerGone, PlatformError, full_barrier
+from ...ring.barrier import full_barrier
+from ..base import PeerGone, PlatformError
 from .grants import Domains
 from .layout import ECS_FREE, ECS_INTERDOMAIN, ECS_UNBOUND, EVTCHN, EVTCHN_CODEC, LOCK_EVTCHN
 from .shm import DomainFile
