@@ -112,7 +112,7 @@ def test_a_foreign_frag_reaches_b_from_a_grant(packing: str) -> None:
         head_page, big_page = back.memory.alloc(1), back.memory.alloc(2)
         head_page.view[3900:4200] = head_data
         big_page.view[5:9005] = big_data
-        junk = Page(-1, 0, memoryview(bytearray(b"\xee" * PAGE_SIZE)))
+        junk = Page.outside(memoryview(bytearray(b"\xee" * PAGE_SIZE)))
         skb = Skb(
             Buf(head_page, 3900, 300),
             [Buf(junk, 700, 1500, Foreign(2, a_ref, 700)), Buf(big_page, 5, 9000)],

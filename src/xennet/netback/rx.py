@@ -63,7 +63,7 @@ def skb_pieces(skb: Skb) -> list[Piece]:
             if covered != buf.length:
                 raise ValueError(f"piece {i}: its grants cover {covered} of its {buf.length} bytes")
             continue
-        if buf.page.frame < 0:
+        if not buf.page.in_domain_memory:
             raise ValueError("an skb on pages outside the domain's memory cannot be received")
         if buf.offset < 0 or buf.offset + buf.length > PAGE_SIZE << buf.page.order:
             raise ValueError(f"piece {i}: {buf.length} bytes at {buf.offset} leave its page")

@@ -404,8 +404,8 @@ class TxQueue:
                     continue
                 m = self.platform.mapper.map(pc.domid, [pc.frame], writable=False)
                 maps.append(m)
-                mpage = Page(-1, 0, m.view)
-                bufs.append(Buf(mpage, pc.offset, pc.len, Foreign(pc.domid, pc.frame, pc.offset)))
+                foreign = Foreign(pc.domid, pc.frame, pc.offset)
+                bufs.append(Buf(Page.outside(m.view), pc.offset, pc.len, foreign))
         except PlatformError:
             for m in maps:
                 self.platform.mapper.unmap(m)

@@ -149,7 +149,7 @@ class HeapPages:
         if not 0 <= order <= MAX_ORDER:
             raise PlatformError(f"order {order} out of range")
         self.live += 1
-        return Page(-1, order, memoryview(bytearray(PAGE_SIZE << order)))
+        return Page.outside(memoryview(bytearray(PAGE_SIZE << order)), order)
 
     def free(self, page: Page) -> None:
         self.live -= 1

@@ -47,6 +47,9 @@ class PeerGone(PlatformError):
     """The remote domain of an event channel (or a grant) no longer exists."""
 
 
+NO_FRAME = -1  # Page.frame of memory that is no frame of the domain's: a mapped peer page, heap
+
+
 @dataclass(frozen=True)
 class Page:
     """A page or compound page of the local domain's memory: ``1 << order`` contiguous frames."""
@@ -54,6 +57,16 @@ class Page:
     frame: int  # first frame number (gfn) in the domain's memory
     order: int
     view: memoryview  # len == PAGE_SIZE << order
+
+    @classmethod
+    def outside(cls, view: memoryview, order: int = 0) -> Page:
+        """Memory that is no frame of the domain's (a peer's page we map, process heap): it
+        cannot be granted or grant-copied by frame, and is never freed to the domain's memory."""
+        return cls(NO_FRAME, order, view)
+
+    @property
+    def in_domain_memory(self) -> bool:
+        return self.frame != NO_FRAME
 
     @property
     def nr_frames(self) -> int:
