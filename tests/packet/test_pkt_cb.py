@@ -131,15 +131,15 @@ def set_ipcb(cb: ControlBlock) -> dict[str, int | bytes]:
 def test_seed001_a_gso_keeps_the_ip_control_block() -> None:
     src = HeapPages()
     skb = tso_skb(src)
-    original = set_ipcb(skb.cb)
+    original = set_ipcb(skb.control_block())
     segs = segment(skb, 1448, src)
     assert len(segs) > 1
     # GSO really used its own region of the cb (mac_offset, csum_start) ...
-    assert skb.cb.view("gso").get("csum_start") == 34
+    assert skb.control_block().view("gso").get("csum_start") == 34
     # ... and the IP block came through in the parent and in every segment
-    assert skb.cb.view("ip").read() == original
+    assert skb.control_block().view("ip").read() == original
     for s in segs:
-        assert s.cb.view("ip").read() == original
+        assert s.cb is not None and s.cb.view("ip").read() == original
         assert s.cb is not skb.cb
 
 
@@ -151,9 +151,9 @@ def test_seed001_what_the_declaration_prevents() -> None:
     r.declare("gso", 8, GSO_CB)  # overlapping, and nobody said they are live together
     src = HeapPages()
     skb = tso_skb(src, ControlBlock(r))
-    original = set_ipcb(skb.cb)
+    original = set_ipcb(skb.control_block())
     segs = segment(skb, 1448, src)
-    assert segs[0].cb.view("ip").read() != original
+    assert segs[0].control_block().view("ip").read() != original
     with pytest.raises(CbConflict, match="'gso'.*'ip'"):
         r2 = CbRegistry()
         r2.declare("ip", 0, IP_CB, live_with={"gso"})
@@ -189,7 +189,7 @@ def test_seed001_squeezing_gso_cb_is_what_it_would_take() -> None:
 def test_seed001_c_ipoib_hwaddr_in_headroom_survives_gso() -> None:
     src = HeapPages()
     skb = tso_skb(src, head_off=64)
-    original = set_ipcb(skb.cb)
+    original = set_ipcb(skb.control_block())
     hwaddr = os.urandom(20)
     put_headroom(skb, hwaddr)
     assert headroom(skb) == 64 and get_headroom(skb, 20) == hwaddr
@@ -197,7 +197,7 @@ def test_seed001_c_ipoib_hwaddr_in_headroom_survives_gso() -> None:
     for s in segs:
         assert headroom(s) == 20  # carried in the segment's own head page, in front of the data
         assert get_headroom(s, 20) == hwaddr
-        assert s.cb.view("ip").read() == original
+        assert s.cb is not None and s.cb.view("ip").read() == original
     assert segs.bytes_copied == sum(20 + s.head.length for s in segs)
     # the worst-case recursion carries it through every level too
     fit = segment_to_fit(skb, lambda s: s.len <= 5000, src, headroom=20)
@@ -212,3 +212,13 @@ def test_headroom_limits() -> None:
         put_headroom(skb, bytes(20))
     with pytest.raises(CbError, match="the head has 10"):
         segment(skb, 1448, src, headroom=20)
+
+
+def test_the_control_block_is_made_only_when_a_layer_asks() -> None:
+    src = HeapPages()
+    skb = tso_skb(src)
+    assert skb.cb is None and skb.cb_copy() is None  # the hot path allocates none
+    segs = segment(skb, 1448, src)  # GSO asks for its scratch: now the skb has one
+    assert skb.cb is not None and all(s.cb is not None for s in segs)
+    cb = skb.control_block()
+    assert skb.control_block() is cb

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable, Iterable
 
 from ..platform.base import MAX_ORDER, Page
-from .cb import get_headroom
+from .cb import DEFAULT_REGISTRY, get_headroom
 from .csum import IPPROTO_TCP, BytesLike, ipv4_header_checksum, l4_checksum
 from .frames import MAX_HEADER_LEN, TCP_CWR, TCP_FIN, TCP_PSH, FrameError, Headers, parse_l3l4
 from .skb import GSO_TCPV4, GSO_TCPV6, Buf, Csum, Foreign, PageSource, Skb, order_for
@@ -98,8 +98,8 @@ def segment(skb: Skb, mss: int, source: PageSource, *, headroom: int = 0) -> Seg
 
     # GSO's scratch in the control block, as Linux keeps SKB_GSO_CB: it must not disturb IP's
     # block (seed 001), which the cb registry guarantees by refusing overlapping declarations.
-    if "gso" in skb.cb.registry:
-        scratch = skb.cb.view("gso")
+    if "gso" in (skb.cb.registry if skb.cb is not None else DEFAULT_REGISTRY):
+        scratch = skb.control_block().view("gso")
         scratch.write(mac_offset=skb.head.offset, encap_level=0, csum=0, csum_start=h.l4_off)
 
     starts = []  # packet offset where each buf begins
@@ -168,7 +168,7 @@ def segment(skb: Skb, mss: int, source: PageSource, *, headroom: int = 0) -> Seg
                     csum_start=h.l4_off if partial else 0,
                     csum_offset=h.csum_offset if partial else 0,
                     pages=[page],
-                    cb=skb.cb.copy(),
+                    cb=skb.cb_copy(),
                     source=source,  # so ``release()`` frees the head; frags stay the parent's
                 )
             except BaseException:

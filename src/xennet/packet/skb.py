@@ -202,12 +202,23 @@ class Skb:
     csum_start: int = 0  # from the start of the packet
     csum_offset: int = 0  # from csum_start: where the checksum field is
     pages: list[Page] = field(default_factory=list)  # pages this skb owns (freed with it)
-    cb: ControlBlock = field(default_factory=ControlBlock)  # skb->cb: see packet/cb.py
+    # skb->cb (packet/cb.py), made when a layer first asks for it (control_block()): most
+    # packets never need one, and the hot path builds no objects a packet
+    cb: ControlBlock | None = None
     # Called once when the last user is done (like skb->destructor): netback answers the
     # guest's tx slots and unmaps its grants only then.  ``users`` counts clones (bridge floods).
     destructor: Callable[[], None] | None = None
     users: int = 1
     source: PageSource | None = None  # where ``pages`` go back to when the last user releases
+
+    def control_block(self) -> ControlBlock:
+        if self.cb is None:
+            self.cb = ControlBlock()
+        return self.cb
+
+    def cb_copy(self) -> ControlBlock | None:
+        """What a clone or a segment inherits (``__copy_skb_header``): a copy, or nothing."""
+        return None if self.cb is None else self.cb.copy()
 
     @property
     def bufs(self) -> list[Buf]:

@@ -101,7 +101,7 @@ def like(skb: Skb, head: Buf, frags: list[Buf], pages: list[Page]) -> Skb:
         csum_start=skb.csum_start,
         csum_offset=skb.csum_offset,
         pages=pages,
-        cb=skb.cb.copy(),
+        cb=skb.cb_copy(),
     )
 
 
