@@ -61,3 +61,15 @@ def test_every_package_has_a_place_in_the_order() -> None:
     rank = layers()
     packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert packages - rank.keys() <= {"xenlab"}, packages - rank.keys()
+
+
+def test_the_readme_table_names_every_folder() -> None:
+    """'Where things are' has a row for every package folder of the source tree."""
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `([a-z_/.]+)` \|", text, flags=re.M)
+    # a row names a folder (``world/sim/``) or a file in one (``ring/shared.py``)
+    named = {r.rstrip("/") if r.endswith("/") else r.rsplit("/", 1)[0] for r in rows if "/" in r}
+    folders = {str(p.relative_to(SRC)) for p in SRC.rglob("*") if p.is_dir() and (p / "__init__.py").exists()}
+    # a folder is covered by its own row or by its parent's
+    missing = sorted(f for f in folders if f not in named and f.rsplit("/", 1)[0] not in named)
+    assert missing == [], missing
