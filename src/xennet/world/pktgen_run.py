@@ -15,7 +15,7 @@ from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Literal, get_args, get_type_hints
 
 from ..netback.backend import Netback
-from ..netback.interface import NetbackConfig
+from ..netback.interface import NetbackConfig, Vif
 from ..netback.tx import TxLimits
 from ..netfront.device import Netfront, NetfrontConfig
 from ..packet.skb import Csum, Layout, Skb
@@ -23,7 +23,7 @@ from ..ports.pktgen import Generator, TrafficSpec, Verifier
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenbus.toolstack import VifSpec
-from .host.loop import DomainLoop, shut_down_netfront
+from .host.loop import DomainLoop, backend_events, frontend_events, shut_down_netfront
 from .sim.procs import _ctx
 from .sim.toolstack import SimToolstack, open_domain
 
@@ -101,15 +101,14 @@ def guest_side(
         verifier = Verifier(job.spec)
         got = 0
 
-        def on_event(port: int) -> None:
+        def take(skb: Skb) -> None:
             nonlocal got
-            for skb in front.on_event(port):
-                _verify(verifier, skb)
-                skb.release()
-                got += 1
-                if job.direction == "rx":
-                    progress.value = got
+            _verify(verifier, skb)
+            got += 1
+            if job.direction == "rx":
+                progress.value = got
 
+        on_event = frontend_events(front, take)
         loop = DomainLoop(platform, xs, front.on_watch, on_event)
         t0 = t1 = 0.0
         sent = 0
@@ -169,19 +168,14 @@ def backend_side(
         verifier = Verifier(job.spec)
         got = 0
 
-        def on_event(port: int) -> None:
+        def take(_vif: Vif, skb: Skb) -> None:
             nonlocal got
-            vif = back.vif_for_port(port)
-            if vif is None:
-                return
-            for skb in vif.on_event(port):
-                _verify(verifier, skb)
-                skb.release()
-                got += 1
-                if job.direction == "tx":
-                    progress.value = got
+            _verify(verifier, skb)
+            got += 1
+            if job.direction == "tx":
+                progress.value = got
 
-        loop = DomainLoop(platform, xs, back.on_watch, on_event)
+        loop = DomainLoop(platform, xs, back.on_watch, backend_events(back, take))
         t0 = t1 = 0.0
         sent = 0
         vif_info: dict[str, Any] = {}

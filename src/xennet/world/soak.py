@@ -36,7 +36,7 @@ from ..ports.pktgen import Generator, TrafficSpec, Verifier, random_layout
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
 from ..xenbus.toolstack import VifSpec
-from .host.loop import DomainLoop
+from .host.loop import DomainLoop, backend_events, frontend_events
 from .sim.procs import _ctx
 from .sim.toolstack import SimToolstack, open_domain
 
@@ -271,19 +271,14 @@ def backend_main(world_path: str, plan: SoakPlan, sh: _Shared) -> dict[str, Any]
             sync_config()
             back.on_watch(path, token)
 
-        def on_event(port: int) -> None:
+        def take(vif: Vif, skb: Skb) -> None:
             nonlocal hostile_accepted
-            vif = back.vif_for_port(port)
-            if vif is None:
-                return
-            for skb in vif.on_event(port):
-                if vif.front_domid == GUEST_A:
-                    sink.check(skb)
-                else:
-                    hostile_accepted += 1  # well-formed enough to pass: nowhere to go
-                skb.release()
+            if vif.front_domid == GUEST_A:
+                sink.check(skb)
+            else:
+                hostile_accepted += 1  # well-formed enough to pass: nowhere to go
 
-        loop = DomainLoop(platform, xs, on_watch, on_event)
+        loop = DomainLoop(platform, xs, on_watch, backend_events(back, take))
         try:
             back.start()
             while not sh.stop_backend.value:
@@ -412,14 +407,12 @@ def guest_a_main(world_path: str, paths: VifPaths, plan: SoakPlan, sh: _Shared) 
         sink = _Sink(plan)
         got = 0
 
-        def on_event(port: int) -> None:
+        def take(skb: Skb) -> None:
             nonlocal got
-            for skb in front.on_event(port):
-                sink.check(skb)
-                skb.release()
-                got += 1
+            sink.check(skb)
+            got += 1
 
-        loop = DomainLoop(platform, xs, front.on_watch, on_event)
+        loop = DomainLoop(platform, xs, front.on_watch, frontend_events(front, take))
 
         def front_idle() -> bool:
             return front.tx is None or front.tx.in_flight == 0

@@ -6,16 +6,53 @@ import logging
 import selectors
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...platform.base import Platform, PlatformError
 from ...xenstore.client import XenstoreClient
+
+if TYPE_CHECKING:
+    from ...netback.backend import Netback
+    from ...netback.interface import Vif
+    from ...netfront.device import Netfront
+    from ...packet.skb import Skb
 
 log = logging.getLogger(__name__)
 
 
 class Driver(Protocol):
     def on_watch(self, path: str, token: str) -> None: ...
+
+
+def frontend_events(front: Netfront, take: Callable[[Skb], None]) -> Callable[[int], None]:
+    """A guest program's ``on_event``: each skb the event brings goes to ``take``, then is
+    released (``take`` must not keep it)."""
+
+    def on_event(port: int) -> None:
+        for skb in front.on_event(port):
+            try:
+                take(skb)
+            finally:
+                skb.release()
+
+    return on_event
+
+
+def backend_events(back: Netback, take: Callable[[Vif, Skb], None]) -> Callable[[int], None]:
+    """A driver domain program's ``on_event``: the vif behind the port, and each skb it
+    received, go to ``take``; the skb is released after."""
+
+    def on_event(port: int) -> None:
+        vif = back.vif_for_port(port)
+        if vif is None:
+            return
+        for skb in vif.on_event(port):
+            try:
+                take(vif, skb)
+            finally:
+                skb.release()
+
+    return on_event
 
 
 class DomainLoop:

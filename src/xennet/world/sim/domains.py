@@ -11,10 +11,12 @@ import time
 from dataclasses import dataclass
 
 from ...netback.backend import Netback
+from ...netback.interface import Vif
 from ...netfront.device import Netfront
+from ...packet.skb import Skb
 from ...xenbus.paths import VifPaths
 from ...xenbus.states import XenbusState
-from ..host.loop import DomainLoop, shut_down_netfront
+from ..host.loop import DomainLoop, backend_events, frontend_events, shut_down_netfront
 from ..traffic import check_frame, mac_bytes, make_frame
 from .toolstack import open_domain
 
@@ -42,20 +44,17 @@ def guest_main(world_path: str, domid: int, paths: VifPaths, plan: TrafficPlan) 
         mismatches: list[str] = []
         t_rx0 = t_rx1 = 0.0
 
-        def on_event(port: int) -> None:
+        def take(skb: Skb) -> None:
             nonlocal received, t_rx0, t_rx1
-            for skb in front.on_event(port):
-                frame = skb.data()
-                skb.release()
-                if received == 0:
-                    t_rx0 = time.perf_counter()
-                err = check_frame(frame, plan.seed, BACKEND_TO_GUEST, received, src, dst)
-                if err:
-                    mismatches.append(err)
-                received += 1
-                t_rx1 = time.perf_counter()
+            if received == 0:
+                t_rx0 = time.perf_counter()
+            err = check_frame(skb.data(), plan.seed, BACKEND_TO_GUEST, received, src, dst)
+            if err:
+                mismatches.append(err)
+            received += 1
+            t_rx1 = time.perf_counter()
 
-        loop = DomainLoop(platform, xs, front.on_watch, on_event)
+        loop = DomainLoop(platform, xs, front.on_watch, frontend_events(front, take))
         deadline = time.monotonic() + plan.deadline_s
         try:
             front.start()
@@ -110,17 +109,12 @@ def serve_backend(world_path: str, domid: int, stop_path: str, echo: bool = True
     with open_domain(world_path, domid) as (platform, xs):
         back = Netback(platform, xs)
 
-        def on_event(port: int) -> None:
-            vif = back.vif_for_port(port)
-            if vif is None:
-                return
-            for skb in vif.on_event(port):
+        def take(vif: Vif, skb: Skb) -> None:
+            if echo:
                 frame = skb.data()
-                skb.release()
-                if echo:
-                    vif.send_frame(frame[6:12] + frame[0:6] + frame[12:])
+                vif.send_frame(frame[6:12] + frame[0:6] + frame[12:])
 
-        loop = DomainLoop(platform, xs, back.on_watch, on_event)
+        loop = DomainLoop(platform, xs, back.on_watch, backend_events(back, take))
         try:
             back.start()
             xs.watch(stop_path, "stop")
@@ -145,20 +139,14 @@ def backend_main(world_path: str, domid: int, plan: TrafficPlan) -> dict[str, ob
         mismatches: list[str] = []
         served: dict[str, object] = {}
 
-        def on_event(port: int) -> None:
+        def take(_vif: Vif, skb: Skb) -> None:
             nonlocal got
-            vif = back.vif_for_port(port)
-            if vif is None:
-                return
-            for skb in vif.on_event(port):
-                frame = skb.data()
-                skb.release()
-                err = check_frame(frame, plan.seed, GUEST_TO_BACKEND, got, src, dst)
-                if err:
-                    mismatches.append(err)
-                got += 1
+            err = check_frame(skb.data(), plan.seed, GUEST_TO_BACKEND, got, src, dst)
+            if err:
+                mismatches.append(err)
+            got += 1
 
-        loop = DomainLoop(platform, xs, back.on_watch, on_event)
+        loop = DomainLoop(platform, xs, back.on_watch, backend_events(back, take))
         deadline = time.monotonic() + plan.deadline_s + 10
         seen_connected = False
         try:
