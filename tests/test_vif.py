@@ -305,6 +305,8 @@ def test_endless_more_data_chain_is_fatal(world: LocalWorld) -> None:
         ("tx-ring-ref", "99999999999", "outside"),
         ("tx-ring-ref", "4000", "map ref 4000"),  # a ref the guest never granted
         ("event-channel-tx", "1000", "port"),
+        ("tx-ring-ref", "=rx-ring-ref", "same grant"),  # a peer's references must be distinct
+        ("event-channel-tx", "=event-channel-rx", "same port"),
     ],
 )
 def test_garbage_frontend_keys_close_that_vif(
@@ -315,7 +317,9 @@ def test_garbage_frontend_keys_close_that_vif(
 
     def sabotaged() -> None:  # publish, then overwrite one key before the backend reads it
         original()
-        world.clients[1].write(f"/local/domain/1/device/vif/0/{key}", value)
+        node = "/local/domain/1/device/vif/0"
+        xs = world.clients[1]
+        xs.write(f"{node}/{key}", xs.read_str(f"{node}/{value[1:]}") if value.startswith("=") else value)
 
     front._connect = sabotaged  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR):

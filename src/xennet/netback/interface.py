@@ -185,6 +185,12 @@ class Vif:
             rx_evt = d.read_other_int("event-channel-rx", lo=1)
         else:
             tx_evt = rx_evt = d.read_other_int("event-channel", lo=1)
+        # one page as both rings, or one port as both channels, would have the two queues
+        # overwrite each other's indices: refused, as a peer's references must be distinct
+        if tx_ref == rx_ref:
+            raise HandshakeError(f"tx-ring-ref and rx-ring-ref are the same grant ({tx_ref})")
+        if split and tx_evt == rx_evt:
+            raise HandshakeError(f"event-channel-tx and event-channel-rx are the same port ({tx_evt})")
         try:
             tx_map = self.platform.mapper.map(self.front_domid, [tx_ref], writable=True)
             self._maps.append(tx_map)
