@@ -294,3 +294,52 @@ def test_per_packet_a_tx_grant_mapped_at_close_keeps_its_skbs_page() -> None:
             skb.release()
         w.detach()
         assert w.held() == {0: ZERO, 1: ZERO}
+
+
+# --- an untrusted backend sees only our tx pool's frames (Linux's bounce, XSA-403) ------------
+
+SECRET = b"not for the backend " * 8
+
+
+@pytest.mark.parametrize(
+    ("trusted", "trust_backend", "bounced"),
+    [(True, True, False), (False, True, True), (True, False, True)],
+    ids=["trusted", "toolstack-says-untrusted", "netfront-trusts-no-backend"],
+)
+@pytest.mark.parametrize("grants", ["pool", "per-packet"])
+def test_an_untrusted_backend_is_granted_nothing_but_the_packet(
+    trusted: bool, trust_backend: bool, bounced: bool, grants: str
+) -> None:
+    """An skb on a page that also holds other data (here: a page straight from the domain's
+    memory, a secret after the packet).  A backend the toolstack marks trusted=0, or any
+    backend when netfront trusts none, must get the packet copied into tx pool frames: no
+    granted frame holds the secret, and the packet still arrives intact."""
+    from xennet.packet.skb import Buf
+    from xennet.xenbus.toolstack import VifSpec
+
+    with LocalWorld() as w:
+        cfg = NetfrontConfig(grants=grants, trust_backend=trust_backend)  # type: ignore[arg-type]
+        front = w.attach(spec=VifSpec(trusted=trusted), config=cfg)
+        mem = w.platforms[1].memory
+        page = mem.alloc(0)
+        frame = bytes(range(256)) * 4  # 1024 bytes of packet, then the secret on the same page
+        page.view[: len(frame)] = frame
+        page.view[len(frame) : len(frame) + len(SECRET)] = SECRET
+        skb = Skb(Buf(page, 0, len(frame)), pages=[page], source=mem)
+        vif = w.vif()
+        assert vif.tx is not None and front.tx is not None
+        assert front.send(skb)
+        front.flush()
+        ring = vif.tx.ring  # the test is the backend: look at what it was granted
+        req = ring.get_request()
+        m = w.platforms[0].mapper.map(1, [req.gref], writable=False)
+        seen = bytes(m.view)
+        w.platforms[0].mapper.unmap(m)
+        assert (SECRET in seen) is not bounced
+        assert front.stats.tx_bounced == int(bounced)
+        ring.req_cons -= 1  # hand the request back to netback: it delivers the packet
+        w.platforms[1].evtchn.notify(front.tx_port)
+        w.pump()
+        assert [d for _, d in w.to_backend] == [frame]
+        w.detach()
+        assert w.held() == {0: (0, 0, 0, 0), 1: (0, 0, 0, 0)}

@@ -42,6 +42,10 @@ class NetfrontConfig:
     max_slots: int = 18  # slots per packet the backend takes (XEN_NETIF_NR_SLOTS_MIN)
     grants: Grants = "pool"  # pool: pages granted once per connection; per-packet: Linux's way
     pool_frames: int = 2048  # frames each of the tx and rx pools may hold
+    # Linux's xen_netfront.trusted: False treats every backend as untrusted.  A backend is
+    # also untrusted when the toolstack wrote trusted=0 in our directory (libxl does); then
+    # no page but our own tx pool's is ever granted to it (XSA-403's bounce)
+    trust_backend: bool = True
 
     def __post_init__(self) -> None:
         from .slotpolicy import policy_names
@@ -192,6 +196,7 @@ class Netfront:
             policy_for(c.slot_policy),
             tx_pages,
             c.grants,
+            bounce_foreign_pages=not c.trust_backend or d.read("trusted") == "0",
         )
         self.rx = RxQueue(
             self.platform,

@@ -44,6 +44,9 @@ from ..packet.skb import (
     linear_layout,
     page_pieces,
 )
+from ..packet.skb import (
+    Piece as LayoutPiece,
+)
 from ..platform.base import PAGE_SIZE, Platform
 from ..ring import FrontRing
 from .slotpolicy.policies import TooManySlotsPolicy
@@ -85,6 +88,8 @@ class TxQueue:
         policy: TooManySlotsPolicy | None = None,
         pages: PoolPages | None = None,
         grants: Grants = "pool",
+        *,
+        bounce_foreign_pages: bool = False,
     ) -> None:
         from .slotpolicy import policy_for
 
@@ -94,6 +99,9 @@ class TxQueue:
         self.features = features or TxFeatures()
         self.policy: TooManySlotsPolicy = policy or policy_for("linearize")
         self.grants: Grants = grants
+        # an untrusted backend: an skb on any page but our tx pool's is copied into pool
+        # frames first, so no other data sharing its pages is ever granted
+        self.bounce_foreign_pages = bounce_foreign_pages
         if pages is None:
             pages = PoolPages(
                 platform,
@@ -356,6 +364,10 @@ class TxQueue:
                     for parent in [s, *(k for k in outcome.keepalive if k is not s)]:
                         _children(parent, fitted, mem)
             for out in fitted:
+                if self.bounce_foreign_pages and not self._in_pool(out):
+                    copy = self._copy_to_pool(out)
+                    out.release(mem)  # the copy borrows nothing from it
+                    out = copy
                 if needs_bounce(out):
                     bounced, copied = bounce(out, mem)
                     self.stats.tx_bounced += 1
@@ -365,6 +377,21 @@ class TxQueue:
                     out = bounced
                 result.append(out)
         return result
+
+    def _in_pool(self, skb: Skb) -> bool:
+        pool = self.pages.pool
+        return all(b.page.order == 0 and pool.holds(b.page.frame) for b in skb.bufs)
+
+    def _copy_to_pool(self, skb: Skb) -> Skb:
+        """The bytes of ``skb`` in fresh tx pool frames, a frame a buffer, offloads kept."""
+        n = skb.len
+        layout = tuple(LayoutPiece(0, min(PAGE_SIZE, n - o), 0) for o in range(0, n, PAGE_SIZE))
+        out = build_skb(skb.data(), layout, self.pages)
+        out.csum, out.csum_start, out.csum_offset = skb.csum, skb.csum_start, skb.csum_offset
+        out.gso_size, out.gso_type = skb.gso_size, skb.gso_type
+        self.stats.tx_bounced += 1
+        self.stats.tx_bytes_copied += n
+        return out
 
     def _linearize_small(self, skb: Skb) -> Skb | None:
         """No scatter-gather: one slot per packet, so at most one page."""
