@@ -14,7 +14,7 @@ from ..platform.base import Mapping, PeerGone, Platform, PlatformError
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.handshake import Event, Runner
 from ..xenbus.states import XenbusState
-from ..xenstore.client import XenstoreClient, XenstoreConnectionError, XenstoreError
+from ..xenstore.client import Transaction, XenstoreClient, XenstoreConnectionError, XenstoreError
 from .errors import FatalFrontendError
 from .handshake import TABLE, Action
 from .rx import RxQueue
@@ -106,24 +106,22 @@ class Vif:
         self.mac = (self.dev.read("mac") or "").strip()
         self.dev.adopt_state(XenbusState.parse(self.dev.read("state")))
         node = self.dev.nodename
-        while True:
-            with self.xs.transaction() as t:
-                t.write(f"{node}/feature-rx-copy", "1")
-                t.write(f"{node}/feature-rx-flip", "0")
-                c = self.config
-                t.write(f"{node}/feature-sg", "1" if c.sg else "0")
-                t.write(f"{node}/feature-gso-tcpv4", "1" if c.gso and c.sg else "0")
-                t.write(f"{node}/feature-gso-tcpv6", "1" if c.gso and c.sg else "0")
-                # what we offer for the frontend's tx; we still take csum_blank we did not
-                # offer (as Linux netback does): csum_setup finds the offsets either way
-                t.write(f"{node}/feature-no-csum-offload", "0" if c.csum_offload else "1")
-                t.write(f"{node}/feature-ipv6-csum-offload", "1" if c.ipv6_csum_offload else "0")
-                t.write(
-                    f"{node}/feature-split-event-channels", "1" if self.config.split_event_channels else "0"
-                )
-                t.write(f"{node}/multi-queue-max-queues", "1")
-                if t.commit():
-                    break
+        c = self.config
+
+        def offer(t: Transaction) -> None:
+            t.write(f"{node}/feature-rx-copy", "1")
+            t.write(f"{node}/feature-rx-flip", "0")
+            t.write(f"{node}/feature-sg", "1" if c.sg else "0")
+            t.write(f"{node}/feature-gso-tcpv4", "1" if c.gso and c.sg else "0")
+            t.write(f"{node}/feature-gso-tcpv6", "1" if c.gso and c.sg else "0")
+            # what we offer for the frontend's tx; we still take csum_blank we did not
+            # offer (as Linux netback does): csum_setup finds the offsets either way
+            t.write(f"{node}/feature-no-csum-offload", "0" if c.csum_offload else "1")
+            t.write(f"{node}/feature-ipv6-csum-offload", "1" if c.ipv6_csum_offload else "0")
+            t.write(f"{node}/feature-split-event-channels", "1" if c.split_event_channels else "0")
+            t.write(f"{node}/multi-queue-max-queues", "1")
+
+        self.xs.run_transaction(offer)
         self.dev.switch_state(XenbusState.InitWait)
         for path in (f"{self.dev.otherend}/state", f"{node}/online"):
             self.xs.watch(path, self._token)

@@ -22,7 +22,7 @@ from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.handshake import Event, Runner
 from ..xenbus.paths import VifPaths
 from ..xenbus.states import XenbusState
-from ..xenstore.client import XenstoreClient, XenstoreConnectionError, XenstoreError
+from ..xenstore.client import Transaction, XenstoreClient, XenstoreConnectionError, XenstoreError
 from .handshake import TABLE, Action
 from .rx import RxQueue
 from .stats import NetfrontStats
@@ -212,25 +212,26 @@ class Netfront:
         self.tx_port = ev.alloc_unbound(self.backend_domid)
         self.rx_port = ev.alloc_unbound(self.backend_domid) if split else self.tx_port
         node = d.nodename
-        while True:
-            with self.xs.transaction() as t:
-                t.write(f"{node}/tx-ring-ref", str(self.tx.ring_ref))
-                t.write(f"{node}/rx-ring-ref", str(self.rx.ring_ref))
-                if split:
-                    t.write(f"{node}/event-channel-tx", str(self.tx_port))
-                    t.write(f"{node}/event-channel-rx", str(self.rx_port))
-                else:
-                    t.write(f"{node}/event-channel", str(self.tx_port))
-                t.write(f"{node}/request-rx-copy", "1")
-                t.write(f"{node}/feature-rx-notify", "1")
-                t.write(f"{node}/feature-sg", "1" if c.sg else "0")
-                t.write(f"{node}/feature-gso-tcpv4", "1" if c.gso and c.sg else "0")
-                t.write(f"{node}/feature-gso-tcpv6", "1" if c.gso and c.sg else "0")
-                t.write(f"{node}/feature-ipv6-csum-offload", "1" if c.csum_offload else "0")
-                if not c.csum_offload:
-                    t.write(f"{node}/feature-no-csum-offload", "1")
-                if t.commit():
-                    break
+        tx_ref, rx_ref = self.tx.ring_ref, self.rx.ring_ref
+
+        def publish(t: Transaction) -> None:
+            t.write(f"{node}/tx-ring-ref", str(tx_ref))
+            t.write(f"{node}/rx-ring-ref", str(rx_ref))
+            if split:
+                t.write(f"{node}/event-channel-tx", str(self.tx_port))
+                t.write(f"{node}/event-channel-rx", str(self.rx_port))
+            else:
+                t.write(f"{node}/event-channel", str(self.tx_port))
+            t.write(f"{node}/request-rx-copy", "1")
+            t.write(f"{node}/feature-rx-notify", "1")
+            t.write(f"{node}/feature-sg", "1" if c.sg else "0")
+            t.write(f"{node}/feature-gso-tcpv4", "1" if c.gso and c.sg else "0")
+            t.write(f"{node}/feature-gso-tcpv6", "1" if c.gso and c.sg else "0")
+            t.write(f"{node}/feature-ipv6-csum-offload", "1" if c.csum_offload else "0")
+            if not c.csum_offload:
+                t.write(f"{node}/feature-no-csum-offload", "1")
+
+        self.xs.run_transaction(publish)
         self.rx.refill()
         # Like Linux netfront we are ready once published (the table writes Initialised and
         # Connected next); the backend connects on seeing them.
