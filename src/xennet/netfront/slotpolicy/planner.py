@@ -45,6 +45,7 @@ thousand steps.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -121,6 +122,8 @@ class _State(NamedTuple):
     step: int  # how this state was reached: _START, _KEPT or _COPIED
 
 
+# _State(...) runs a Python-level __new__; the DP builds thousands: tuple.__new__ is half the cost
+_new_state = functools.partial(tuple.__new__, _State)
 _KEPT_END, _COPIED_END = 0, 1  # the two tables: last buffer kept (or nothing yet) / copied
 _KEPT, _COPIED, _START = 0, 1, 2
 _Table = list[dict[int, _State]]  # per cut point: key -> state
@@ -194,26 +197,28 @@ def relayout_plan(
         copies = _copied_extensions(cuts, j, page, hmin, max_slots)
         for t in (_KEPT_END, _COPIED_END):
             for k0, e in tables[t][j].items():
-                cp, bufs = e.copied, e.bufs + 1
+                cp, bufs, sl = e.copied, e.bufs + 1, e.slots
                 if bufs > max_bufs:
                     continue
+                # the inner loops run per candidate: states are compared by index (copied is
+                # [0], bufs [1]) and built only when they win
                 for k, s in kept:
-                    slots = e.slots + s
+                    slots = sl + s
                     if slots > max_slots:
                         continue
                     dst, dk = tables[_KEPT_END][k], slots * per_slot + bufs * per_buf
-                    cur = dst.get(dk)  # the inner loop: build a state only when it wins
-                    if cur is None or cp < cur.copied or (cp == cur.copied and bufs < cur.bufs):
-                        dst[dk] = _State(cp, bufs, slots, t, j, k0, _KEPT)
+                    cur = dst.get(dk)
+                    if cur is None or cp < cur[0] or (cp == cur[0] and bufs < cur[1]):
+                        dst[dk] = _new_state((cp, bufs, slots, t, j, k0, _KEPT))
                 if t == _KEPT_END:  # a copied run never follows a copied run: they would merge
                     for k, n, s in copies:
-                        slots = e.slots + s
+                        slots = sl + s
                         if slots > max_slots:
                             break
                         dst, dk, n = tables[_COPIED_END][k], slots * per_slot + bufs * per_buf, n + cp
                         cur = dst.get(dk)
-                        if cur is None or n < cur.copied or (n == cur.copied and bufs < cur.bufs):
-                            dst[dk] = _State(n, bufs, slots, t, j, k0, _COPIED)
+                        if cur is None or n < cur[0] or (n == cur[0] and bufs < cur[1]):
+                            dst[dk] = _new_state((n, bufs, slots, t, j, k0, _COPIED))
     last = [(e, t, k0) for t in (_KEPT_END, _COPIED_END) for k0, e in tables[t][m - 1].items()]
     if not last:
         raise NoPlan(
