@@ -196,8 +196,8 @@ def relayout_plan(
         kept = _kept_extensions(layout, cuts, j, page, hmin)
         copies = _copied_extensions(cuts, j, page, hmin, max_slots)
         for t in (_KEPT_END, _COPIED_END):
-            for k0, e in tables[t][j].items():
-                cp, bufs, sl = e.copied, e.bufs + 1, e.slots
+            for k0, (cp, bufs, sl, _, _, _, _) in tables[t][j].items():  # unpacked: the hot loop
+                bufs += 1
                 if bufs > max_bufs:
                     continue
                 # the inner loops run per candidate: states are compared by index (copied is
@@ -296,8 +296,8 @@ def _prune(kept: dict[int, _State], copied: dict[int, _State], max_bufs: int) ->
     inf = 1 << 62
     best_kept = [inf] * (max_bufs + 1)
     best_copied = [inf] * (max_bufs + 1)
-    order = [(e.slots, e.copied, e.bufs, _KEPT_END, k) for k, e in kept.items()]
-    order += [(e.slots, e.copied, e.bufs, _COPIED_END, k) for k, e in copied.items()]
+    order = [(sl, cp, nb, _KEPT_END, k) for k, (cp, nb, sl, _, _, _, _) in kept.items()]
+    order += [(sl, cp, nb, _COPIED_END, k) for k, (cp, nb, sl, _, _, _, _) in copied.items()]
     order.sort()
     for _slots, cp, nbuf, t, k in order:
         if best_kept[nbuf] <= cp or (t == _COPIED_END and best_copied[nbuf] <= cp):
