@@ -240,7 +240,10 @@ def backend_main(world_path: str, plan: SoakPlan, sh: _Shared) -> dict[str, Any]
         sink = _Sink(plan)
         hostile_accepted = 0
         b_vifs: dict[int, Vif] = {}
-        b_done: list[dict[str, Any]] = []
+        # guest B's finished vifs, summed as they go: a list of every one grew the backend's
+        # heap by ~1.7 KiB a round (18.9 MiB over the 10^7 run's 11,838 rounds)
+        b_sum: dict[str, Any] = {}
+        b_served = 0
         gens: dict[int, Generator] = {}
         chunks = plan.chunks()
         rx_chunk = -1  # the chunk whose packets we are producing
@@ -290,7 +293,8 @@ def backend_main(world_path: str, plan: SoakPlan, sh: _Shared) -> dict[str, Any]
                         b_vifs.setdefault(id(v), v)
                 live = {id(v) for v in back.vifs.values()}
                 for key in [k for k in b_vifs if k not in live]:
-                    b_done.append(b_vifs.pop(key).stats.as_dict())
+                    b_sum = _vif_stats_sum([b_sum, b_vifs.pop(key).stats.as_dict()])
+                    b_served += 1
                     sh.b_removed.value += 1
                 # rx phases: produce the chunk guest A connected for
                 a = vif_a()
@@ -323,7 +327,8 @@ def backend_main(world_path: str, plan: SoakPlan, sh: _Shared) -> dict[str, Any]
                 rx_pending.release()
             report = back.report()
             back.stop()
-            b_done.extend(v.stats.as_dict() for v in b_vifs.values())
+            b_sum = _vif_stats_sum([b_sum, *(v.stats.as_dict() for v in b_vifs.values())])
+            b_served += len(b_vifs)
             a_stats = next((r["stats"] for n, r in back.report().items() if n == f"vif{GUEST_A}.0"), {})
             if not a_stats:
                 a_stats = next((r["stats"] for n, r in report.items() if n == f"vif{GUEST_A}.0"), {})
@@ -332,8 +337,8 @@ def backend_main(world_path: str, plan: SoakPlan, sh: _Shared) -> dict[str, Any]
                 "sink": sink.report(),
                 "rx_generated": dict(rx_generated),
                 "vif_a": a_stats,
-                "vif_b": _vif_stats_sum(b_done),
-                "b_vifs_served": len(b_done),
+                "vif_b": b_sum,
+                "b_vifs_served": b_served,
                 "hostile_accepted": hostile_accepted,
                 "accounting": asdict(platform.accounting()),
             }
