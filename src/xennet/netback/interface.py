@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ..core.types import Buffer
 from ..packet.pool import PoolPages
-from ..packet.skb import PageSource, Skb, build_skb, linear_layout
+from ..packet.skb import GSO_TCPV4, GSO_TCPV6, PageSource, Skb, build_skb, linear_layout
 from ..platform.base import Mapping, PeerGone, Platform, PlatformError
 from ..xenbus.device import HandshakeError, XenbusDevice
 from ..xenbus.handshake import Event, Runner
@@ -202,11 +202,20 @@ class Vif:
             raise
         c = self.config
         self.front_sg = c.sg and d.other_feature("feature-sg")
-        self.front_gso = (
-            self.front_sg
-            and c.gso
-            and (d.other_feature("feature-gso-tcpv4") or d.other_feature("feature-gso-tcpv6"))
-        )
+        # what the frontend takes on rx: csum_blank for IPv4 unless it says no, for IPv6 only
+        # if it says yes; GSO per type, only with that version's checksum offload (Linux's
+        # xenvif_fix_features, and TSO needs the checksum feature)
+        csum4 = not d.other_feature("feature-no-csum-offload")
+        csum6 = d.other_feature("feature-ipv6-csum-offload")
+        gso_types = [
+            t
+            for t, node, csum in (
+                (GSO_TCPV4, "feature-gso-tcpv4", csum4),
+                (GSO_TCPV6, "feature-gso-tcpv6", csum6),
+            )
+            if csum and d.other_feature(node)
+        ]
+        self.front_gso = self.front_sg and c.gso and bool(gso_types)
         self.pages = PoolPages(self.platform, limit=c.pool_frames, name=f"{self.name} pool")
         self.tx = TxQueue(self.platform, self.front_domid, tx_map, self.stats, c.tx_limits, self.pages)
         self.rx = RxQueue(
@@ -221,6 +230,9 @@ class Vif:
             gso=self.front_gso,
             stall_timeout_s=c.rx_stall_timeout_s,
             pages=self.pages,
+            csum4=csum4,
+            csum6=csum6,
+            gso_types=gso_types,
         )
         log.info(
             "%s: connected to domain %d (%s event channels)",

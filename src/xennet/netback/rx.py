@@ -16,7 +16,7 @@ import logging
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from itertools import accumulate
 
 from ..abi import netif
@@ -24,9 +24,10 @@ from ..core import kernels
 from ..core import records as r
 from ..core.types import Buffer
 from ..core.vec import PacketVec, Piece
+from ..packet.offload import complete_unoffered
 from ..packet.pool import PoolPages
-from ..packet.skb import Skb, build_skb, csum_state, linear_layout, page_pieces
-from ..platform.base import PAGE_SIZE, Mapping, Platform
+from ..packet.skb import GSO_TCPV4, GSO_TCPV6, Csum, Skb, build_skb, csum_state, linear_layout, page_pieces
+from ..platform.base import PAGE_SIZE, Mapping, Platform, PlatformError
 from ..ring import BackRing, RingOverflow
 from .errors import FatalFrontendError
 from .rxpolicy.admission import admission_policy
@@ -39,6 +40,7 @@ ENTRY = 8
 QUEUE_PKTS = 2048  # packets the queue holds at most (it is bounded in bytes first)
 QUEUE_PIECES = 8 * QUEUE_PKTS
 SEG_CAP = 2048
+_ALL_GSO = frozenset((GSO_TCPV4, GSO_TCPV6))
 RSP_CAP = 512
 
 
@@ -87,6 +89,10 @@ class RxQueue:
         stall_timeout_s: float = 10.0,
         pages: PoolPages | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        csum4: bool = True,
+        csum6: bool = True,
+        gso_types: Collection[int] = _ALL_GSO,
     ) -> None:
         self.platform = platform
         self.pages = pages if pages is not None else PoolPages(platform, name="netback rx")
@@ -95,6 +101,10 @@ class RxQueue:
         self.stats = stats
         self.sg = sg  # the frontend takes multi-slot packets
         self.gso = gso  # ... and GSO extra info
+        self.gso_types = frozenset(gso_types) if gso else frozenset()  # ... of these types
+        # csum_blank only where the frontend takes it (feature-no-csum-offload, -ipv6-):
+        # the rest is completed here, as Linux's stack does for a device without the feature
+        self.csum4, self.csum6 = csum4, csum6
         self.ring: BackRing[netif.RxRequest, netif.RxResponse] = BackRing(
             ring_map.view, netif.RX_REQUEST, netif.RX_RESPONSE, netif.RxRequest, netif.RxResponse
         )
@@ -131,10 +141,11 @@ class RxQueue:
         """Would a frame of ``length`` bytes be queued now (for a port that can wait instead)?"""
         return self._queued_bytes + length <= self.max_queued_bytes and self.q.npkts < self.q.max_pkts
 
-    def _refusal(self, length: int, gso: bool) -> str | None:
+    def _refusal(self, length: int, gso_type: int | None) -> str | None:
+        """Why a packet of ``length`` bytes (GSO of ``gso_type``, or None) cannot be queued."""
         if not self.sg and length > PAGE_SIZE:
             return "needs_sg"
-        if gso and not self.gso:
+        if gso_type is not None and gso_type not in self.gso_types:
             return "needs_gso"
         if not self.carrier:
             return "carrier_off"
@@ -154,8 +165,10 @@ class RxQueue:
 
     def enqueue(self, skb: Skb) -> bool:
         """Take one reference to ``skb``.  False (and the reference released) if dropped."""
-        reason = self._refusal(skb.len, bool(skb.gso_size))
+        reason = self._refusal(skb.len, skb.gso_type if skb.gso_size else None)
         pieces: list[Piece] = []
+        if reason is None and skb.csum is Csum.PARTIAL and not (self.csum4 and self.csum6):
+            skb = self._private_copy(skb)  # its checksum is written below: never in a shared skb
         if reason is None:
             try:
                 pieces = skb_pieces(skb)
@@ -179,6 +192,7 @@ class RxQueue:
                 reason = "no_rx_slots"  # estimate admission: the slots it needs are not posted
             else:
                 self._skbs[tag] = skb
+                self._soft_csum(i)
                 self._queued(skb.len)
                 return True
         self.stats.rx_dropped[reason] += 1
@@ -192,7 +206,12 @@ class RxQueue:
         of a port that has frames as bytes.  Returns how many were taken (queued, or dropped
         and counted); the rest did not fit and may be offered again."""
         lv = memoryview(lens).cast("B").cast("I")
-        if not self.carrier or self.admission.reserves or not self.sg or (gso_size and not self.gso):
+        if (
+            not self.carrier
+            or self.admission.reserves
+            or not self.sg
+            or (gso_size and gso_type not in self.gso_types)
+        ):
             taken = pos = 0
             for i in range(n):
                 length = int(lv[i])
@@ -218,8 +237,10 @@ class RxQueue:
         )  # fmt: skip
         if self.q.npkts == self.head:
             self._last_progress = self.clock()
+        first = self.q.npkts
         self.q.npkts += done
         self.q.npieces = npieces
+        self._soft_csum(first)
         self._queued_bytes += sums[done - 1] if done else 0
         self.stats.rx_queue_peak = max(self.stats.rx_queue_peak, self.queued)
         return int(done)
@@ -245,8 +266,9 @@ class RxQueue:
 
     def commit(self, first: int, nbytes: int) -> None:
         """Packets ``first..`` were appended by a port: they are queued."""
-        if not self.gso:  # the frontend cannot take GSO: such packets are counted, never delivered
+        if self.gso_types != _ALL_GSO:  # GSO the frontend cannot take: counted, never delivered
             nbytes -= self._refuse_gso(first)
+        self._soft_csum(first)
         if first == self.head:
             self._last_progress = self.clock()
         self._queued_bytes += nbytes
@@ -256,12 +278,30 @@ class RxQueue:
         refused = 0
         for j in range(first, self.q.npkts):
             p = self.q.packet(j)
-            if p.gso_size:
+            if p.gso_size and p.gso_type not in self.gso_types:
                 self.stats.rx_dropped["needs_gso"] += 1
                 kernels.vec_release(self.q.pkts, self.q.pieces, j, 1, self.pages.pool.buf, None, self.q.tags)
                 self.q.set_packet(j, p._replace(npieces=0, len=0, gso_size=0, error=1))
                 refused += p.len
         return refused
+
+    def _private_copy(self, skb: Skb) -> Skb:
+        """``skb``'s bytes in fresh pages of ours (offloads kept; the caller's reference is
+        released): the copy may be written, whoever else holds the original."""
+        try:
+            copy = build_skb(skb.data(), linear_layout(skb.len), self.pages)
+        except PlatformError:
+            return skb  # no page: sent as it is; _soft_csum then counts it unparseable
+        copy.csum, copy.csum_start, copy.csum_offset = skb.csum, skb.csum_start, skb.csum_offset
+        copy.gso_size, copy.gso_type = skb.gso_size, skb.gso_type
+        skb.release()
+        return copy
+
+    def _soft_csum(self, first: int) -> None:
+        """Checksums of packets ``first..`` that the frontend does not offload: completed here."""
+        done, bad = complete_unoffered(self.q, self.pages.view, first, self.csum4, self.csum6)
+        self.stats.rx_soft_csum += done
+        self.stats.rx_csum_unparseable += bad
 
     def _queued(self, length: int) -> None:
         if self.q.npkts - 1 == self.head:

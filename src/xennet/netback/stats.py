@@ -68,6 +68,8 @@ class VifStats:
     rx_bytes_forwarded: int = 0  # bytes copied straight from another guest's grant (seed 003)
     rx_slots: int = 0
     rx_gso_packets: int = 0  # packets delivered with a GSO extra
+    rx_soft_csum: int = 0  # checksums completed here: the frontend does not take csum_blank for them
+    rx_csum_unparseable: int = 0  # ... that could not be completed: sent without csum_blank
     rx_waits: int = 0  # a packet did not fit the posted buffers: wait for the guest to post more
     rx_repacked: int = 0  # plans over the netfront's 18-slot limit, redone with `full` packing
     rx_stalls: int = 0  # queues dropped because the guest stopped posting buffers (XSA-392)

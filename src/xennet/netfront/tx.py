@@ -28,8 +28,7 @@ from ..core import kernels
 from ..core import records as r
 from ..core.types import Buffer
 from ..core.vec import PacketVec, Piece, TxState
-from ..packet.csum import CsumError, complete_views
-from ..packet.frames import FrameError, parse_l3l4
+from ..packet.offload import complete_unoffered
 from ..packet.pool import PoolPages, Revoke
 from ..packet.skb import (
     GSO_NONE,
@@ -57,7 +56,6 @@ log = logging.getLogger(__name__)
 ENTRY = 12
 QUEUE_PKTS = 512  # prepared packets waiting for ring space (then the queue stops)
 QUEUE_PIECES = 18 * QUEUE_PKTS
-_HEADER_PEEK = 128  # Ethernet + VLAN + IPv6 + TCP with options
 
 Grants = Literal["pool", "per-packet"]
 
@@ -262,39 +260,12 @@ class TxQueue:
         self._soft_csum(j)
 
     def _soft_csum(self, first: int) -> None:
-        """Queued packets ``first..`` that ask for ``csum_blank`` the backend did not offer
-        for their IP version get their checksum completed in our pages (Linux's
-        skb_checksum_help), and go without the flag: what the backend receives is final."""
+        """Checksums the backend does not offload are completed in our pages before posting."""
         f = self.features
-        if f.csum_offload and f.ipv6_csum_offload:
-            return
-        vec, mem = self.vec, self.pages.view
-        for j in range(first, vec.npkts):
-            p = vec.packet(j)
-            if not p.flags & r.PKT_CSUM_PARTIAL or p.gso_size:
-                continue  # a GSO packet only comes with the matching checksum offload
-            views = [mem[pc.frame * PAGE_SIZE + pc.offset :][: pc.len] for pc in vec.pieces_of(j)]
-            head = bytearray()
-            for v in views:  # the headers, even split over tiny slots
-                head += v[: _HEADER_PEEK - len(head)]
-            try:
-                h = parse_l3l4(head, headers_only=True)
-            except FrameError:
-                h = None
-            if h is not None and (f.csum_offload if h.ip_version == 4 else f.ipv6_csum_offload):
-                continue
-            start, offset = (p.csum_start, p.csum_offset) if p.csum_offset else (0, 0)
-            if not offset and h is not None:
-                start, offset = h.l4_off, h.csum_offset
-            try:
-                if not offset:
-                    raise CsumError("no checksum offsets and no TCP/UDP headers")
-                complete_views(views, start, offset)
-                self.stats.tx_soft_csum += 1
-            except CsumError as exc:
-                self.stats.tx_errors["csum_unparseable"] += 1  # sent as it is: the peer verifies
-                log.warning("tx: cannot complete a checksum the backend does not offload: %s", exc)
-            vec.set_packet(j, p._replace(flags=p.flags & ~r.PKT_CSUM_PARTIAL))
+        done, bad = complete_unoffered(self.vec, self.pages.view, first, f.csum_offload, f.ipv6_csum_offload)
+        self.stats.tx_soft_csum += done
+        if bad:
+            self.stats.tx_errors["csum_unparseable"] += bad  # sent as it is: the peer verifies
 
     def _drain(self) -> None:
         vec, ring = self.vec, self.ring
