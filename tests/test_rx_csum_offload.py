@@ -58,7 +58,9 @@ def _deliver_partial(world: LocalWorld, ip: int, path: str) -> tuple[Vif, bytes]
 
 @pytest.mark.parametrize("path", ["skb", "frames"])
 @pytest.mark.parametrize("ip", [4, 6])
-def test_a_frontend_without_csum_offload_gets_final_checksums(no_csum: LocalWorld, ip: int, path: str) -> None:
+def test_a_frontend_without_csum_offload_gets_final_checksums(
+    no_csum: LocalWorld, ip: int, path: str
+) -> None:
     assert no_csum.toolstack.read_str(f"{no_csum.paths().frontend}/feature-no-csum-offload") == "1"
     vif, got = _deliver_partial(no_csum, ip, path)
     assert verify(got)
