@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..netfront.slotpolicy.policies import policy_names
 from ..ports.pktgen import preset_layouts
 from .layout import RX_PACKINGS, analyze
 
 FAMILIES = ("worst", "random", "cork", "linear")
-TX_POLICIES = ("drop", "linearize", "segment", "relayout")
+TX_POLICIES = tuple(policy_names())  # every policy netfront can be configured with
 
 
 @dataclass
@@ -70,7 +71,7 @@ def write_report(data: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "report.json"]
     files[0].write_text(json.dumps(data, indent=2))
-    width = 0.2
+    width = 0.8 / len(TX_POLICIES)  # the bars of one family share 0.8 of its slot
     for metric, ylabel, fname in (
         ("bytes_copied", "bytes copied per packet", "bytes_copied.png"),
         ("slots", "ring slots per packet", "slots.png"),
@@ -81,7 +82,8 @@ def write_report(data: dict[str, Any], out: Path) -> list[Path]:
             for fam in FAMILIES:
                 st = data["tx"][pol][fam]
                 ys.append(st[metric] / max(st["packets_in"], 1))
-            ax.bar([x + (i - 1.5) * width for x in range(len(FAMILIES))], ys, width, label=pol)
+            centre = i - (len(TX_POLICIES) - 1) / 2
+            ax.bar([x + centre * width for x in range(len(FAMILIES))], ys, width, label=pol)
         ax.set_xticks(range(len(FAMILIES)), FAMILIES)
         ax.set_ylabel(ylabel)
         ax.set_title(f"netfront too-many-slots policies (limit {data['max_slots']} slots)")
