@@ -147,3 +147,29 @@ def test_netback_accepts_ipv6_csum_blank_it_did_not_offer(no_ipv6_csum: LocalWor
     done = bytearray(data)
     complete_views([memoryview(done)], start, off)  # what a port or a stack completes
     assert verify(done)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_gso_the_backend_did_not_offer_is_segmented_here(fast: bool) -> None:
+    """A backend without feature-gso-tcpv4 never sees a GSO extra: netfront segments the
+    packet first, on the frames path too (it used to post it as it came)."""
+    with LocalWorld(backend_config=NetbackConfig(gso=False)) as world:
+        got = _capture(world)
+        front = world.attach()
+        assert front.features is not None and not front.features.gso_tcpv4
+        built = build_frame(ip=4, proto="tcp", payload=bytes(range(256)) * 40, csum="partial")
+        if fast:
+            frame = built.data
+            lens = struct.pack("<I", len(frame))
+            flags = r.PKT_CSUM_PARTIAL
+            assert front.send_frames(
+                frame, lens, 1, flags=flags, gso_size=1448, gso_type=netif.XEN_NETIF_GSO_TYPE_TCPV4
+            )
+        else:
+            assert front.send(frame_skb(built, front.memory, gso_size=1448))
+        front.flush()
+        world.pump()
+        assert front.stats.tx_soft_gso == 1
+        assert len(got) == 8  # ceil(10240 / 1448)
+        assert all(len(data) <= 1514 for _c, _s, _o, data in got)
+        assert b"".join(data[54:] for _c, _s, _o, data in got) == bytes(range(256)) * 40

@@ -159,7 +159,8 @@ class TxQueue:
         if self.stopped:
             return 0
         lv = memoryview(lens).cast("B").cast("I")
-        if not self.fast or not self.features.sg:
+        # a GSO type the backend did not offer is segmented here: the skb path does that
+        if not self.fast or not self.features.sg or (gso_size and not self._takes_gso(gso_type)):
             taken = pos = 0
             for i in range(n):
                 frame = memoryview(frames)[pos : pos + lv[i]]
@@ -302,6 +303,11 @@ class TxQueue:
 
     # --- what the backend's features and the slot limit demand -------------------------
 
+    def _takes_gso(self, gso_type: int) -> bool:
+        """Did the backend offer GSO of this type (``feature-gso-tcpv4``, ``-tcpv6``)?"""
+        f = self.features
+        return (gso_type == GSO_TCPV4 and f.gso_tcpv4) or (gso_type == GSO_TCPV6 and f.gso_tcpv6)
+
     def _prepare(self, skb: Skb) -> list[Skb]:
         from ..packet import gso as soft_gso
         from .slotpolicy import bounce, needs_bounce
@@ -309,9 +315,7 @@ class TxQueue:
         f = self.features
         mem: PageSource = self.pages
         outs = [skb]
-        if skb.gso_size and not (
-            (skb.gso_type == GSO_TCPV4 and f.gso_tcpv4) or (skb.gso_type == GSO_TCPV6 and f.gso_tcpv6)
-        ):
+        if skb.gso_size and not self._takes_gso(skb.gso_type):
             outs = soft_gso.segment(skb, skb.gso_size, mem)  # the backend cannot take this GSO type
             self.stats.tx_soft_gso += 1
             _children(skb, outs, mem)
