@@ -83,6 +83,17 @@ def test_bad_extra_info(world: LocalWorld, extra: bytes, reason: str) -> None:
     still_works(world)
 
 
+def test_a_gso_packet_gso_cannot_cut_is_dropped(world: LocalWorld) -> None:
+    """A backend's GSO packet must be TCP with lengths that agree, as a guest's must be at
+    netback: the buffer here holds no TCP/IP at all, so no port ever meets it."""
+    respond(world, [(0, netif.NETRXF_extra_info, 100), netif.gso_extra(1448, netif.XEN_NETIF_GSO_TYPE_TCPV4)])
+    assert errors(world) == {"bad_gso_headers": 1}
+    front = world.fronts[(1, 0)]
+    assert front.stats.rx_packets == 0 and front.stats.rx_gso_packets == 0
+    assert world.to_guest.get((1, 0), []) == []
+    still_works(world)
+
+
 def test_negative_status_drops_the_packet(world: LocalWorld) -> None:
     respond(world, [(0, 0, netif.NETIF_RSP_ERROR)])
     assert errors(world) == {"backend_error": 1}

@@ -230,6 +230,7 @@ class RxError(enum.IntEnum):
     OVERSIZE = 10  # more than the protocol's 65535 bytes
     BACKEND_KEPT_MAPPING = 11  # per-packet grants: a slot's grant could not be ended
     CSUM_BLANK_UNPARSEABLE = 12
+    BAD_GSO_HEADERS = 13  # a GSO packet whose headers GSO cannot cut (not TCP, lengths disagree)
 
 
 class RxFatal(enum.IntEnum):

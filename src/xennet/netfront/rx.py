@@ -21,6 +21,8 @@ from ..abi import netif
 from ..core import kernels
 from ..core import records as r
 from ..core.vec import PacketVec, Piece, RxState
+from ..packet.frames import MAX_HEADER_LEN
+from ..packet.gso import GsoError, check_headers
 from ..packet.pool import PoolPages, Revoke, vec_skbs
 from ..packet.skb import Skb
 from ..platform.base import Page, Platform
@@ -219,6 +221,8 @@ class RxQueue:
         vec.npkts = base + npkts
         if kernels.csum_setup(vec.pkts, vec.pieces, base, npkts, self.pages.view):
             self._csum_failures(base, base + npkts)
+        if self.gso:
+            self._gso_failures(base, base + npkts)
 
     def _end_data_grants(self, npkts: int, cons: int) -> None:
         """Per-packet grants: end each good packet's grants (data and extra-info slots) before
@@ -269,6 +273,33 @@ class RxQueue:
                 self.vec.delivered_bytes -= p.len
                 self.release_range(j, 1)
                 self.vec.set_packet(j, p._replace(npieces=0, error=r.RxError.CSUM_BLANK_UNPARSEABLE))
+
+    def _gso_failures(self, start: int, end: int) -> None:
+        """The GSO rule netback applies to a guest's packets, applied to the backend's: a GSO
+        packet whose headers GSO cannot cut is dropped here, so no port (TAP, capture) meets it."""
+        for j in range(start, end):
+            p = self.vec.packet(j)
+            if not p.gso_size or not p.npieces or p.error:
+                continue
+            head = bytearray()
+            for pc in self.vec.pieces_of(j):
+                n = min(pc.len, MAX_HEADER_LEN - len(head))
+                head += self._page_of(pc).view[pc.offset : pc.offset + n]
+                if len(head) >= MAX_HEADER_LEN:
+                    break
+            try:
+                check_headers(head, p.len, p.gso_type)
+                continue
+            except GsoError as exc:
+                self.stats.rx_errors[r.RX_ERROR_NAMES[r.RxError.BAD_GSO_HEADERS]] += 1
+                log.warning("rx: dropping a GSO packet: %s", exc)
+            self.stats.rx_packets -= 1
+            self.stats.rx_bytes -= p.len
+            self.stats.rx_gso_packets -= 1
+            self.vec.delivered -= 1
+            self.vec.delivered_bytes -= p.len
+            self.release_range(j, 1)
+            self.vec.set_packet(j, p._replace(npieces=0, error=r.RxError.BAD_GSO_HEADERS))
 
     # --- what the caller does with the packets --------------------------------------------
 
