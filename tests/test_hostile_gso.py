@@ -53,7 +53,9 @@ HOSTILE = {  # name: (frame, gso_size, gso_type, counter)
 }
 
 
-def _gso_tx(world: LocalWorld, frame: bytes, gso_size: int, gso_type: int) -> list[tuple[int, int]]:
+def _gso_tx(
+    world: LocalWorld, frame: bytes, gso_size: int, gso_type: int, csum_blank: bool = True
+) -> list[tuple[int, int]]:
     """A hostile guest posts one GSO packet (one slot and a GSO extra) on its own tx ring."""
     front = FRONT[0]
     assert front.tx is not None
@@ -63,7 +65,8 @@ def _gso_tx(world: LocalWorld, frame: bytes, gso_size: int, gso_type: int) -> li
     page.view[: len(frame)] = frame
     ref = p1.grants.grant_access(0, page.frame, readonly=True)
     ring = front.tx.ring
-    ring.put_request(ref, 0, netif.NETTXF_extra_info | netif.NETTXF_csum_blank, 7, len(frame))
+    flags = netif.NETTXF_extra_info | (netif.NETTXF_csum_blank if csum_blank else 0)
+    ring.put_request(ref, 0, flags, 7, len(frame))
     ring.put_request_bytes(netif.gso_extra(gso_size, gso_type))
     ring.push_requests()
     p1.evtchn.notify(front.tx_port)
@@ -92,6 +95,46 @@ def test_hostile_gso_packets_get_error_responses(case: str, data: str) -> None:
         good = build_frame(ip=4, payload=PAYLOAD, csum="partial").data  # the same guest, a real one
         assert _gso_tx(world, good, 1448, V4) == [(7, netif.NETIF_RSP_OKAY)]
         assert got == [len(good)] and vif.stats.tx_gso_packets == 1
+        world.detach()
+        assert held(world)[0] == ZERO
+
+
+@pytest.mark.parametrize("data", ["copy", "map"])
+@pytest.mark.parametrize("ip", [4, 6])
+def test_gso_without_csum_blank_is_made_partial(ip: int, data: str) -> None:
+    """Linux's netback forces CHECKSUM_PARTIAL on a GSO packet that came without csum_blank
+    (rx_gso_checksum_fixup), so every segment cut from it gets its own checksum."""
+    from xennet.netback.interface import NetbackConfig
+    from xennet.netback.tx import TxLimits
+    from xennet.packet.csum import complete_partial
+    from xennet.packet.frames import verify
+    from xennet.packet.gso import segment
+    from xennet.packet.skb import Csum
+
+    frame = build_frame(ip=ip, payload=PAYLOAD).data  # a full, final checksum; no csum_blank
+    with LocalWorld(backend_config=NetbackConfig(tx_limits=TxLimits(data=data))) as world:  # type: ignore[arg-type]
+        FRONT[:] = [world.attach()]
+        vif = world.vif()
+        segs: list[bytes] = []
+        seen: list[tuple[Csum, int, int]] = []
+
+        def take(_vif: object, skb: Skb) -> None:
+            seen.append((skb.csum, skb.csum_start, skb.csum_offset))
+            for seg in segment(skb, 1448, vif.memory):
+                complete_partial(seg)
+                segs.append(seg.data())
+                seg.release()
+            skb.release()
+
+        world.on_backend_skb = take  # type: ignore[assignment]
+        assert _gso_tx(world, frame, 1448, V4 if ip == 4 else V6, csum_blank=False) == [
+            (7, netif.NETIF_RSP_OKAY)
+        ]
+        l4_off = 14 + (20 if ip == 4 else 40)
+        assert seen == [(Csum.PARTIAL, l4_off, 16)]
+        assert vif.stats.tx_gso_checksum_fixup == 1
+        assert len(segs) == 3 and all(verify(sg) for sg in segs)
+        assert b"".join(sg[l4_off + 20 :] for sg in segs) == PAYLOAD
         world.detach()
         assert held(world)[0] == ZERO
 

@@ -25,7 +25,8 @@ from ..core import kernels
 from ..core import records as r
 from ..core.pure.codecs import TX_PKT
 from ..core.vec import Packet, PacketVec
-from ..packet.frames import MAX_HEADER_LEN
+from ..packet.csum import set_field
+from ..packet.frames import MAX_HEADER_LEN, Headers
 from ..packet.gso import GsoError, check_headers
 from ..packet.pool import PoolPages, set_offloads, vec_skbs
 from ..packet.skb import MAX_SKB_FRAGS, Buf, Foreign, Skb
@@ -292,7 +293,9 @@ class TxQueue:
                 base = pc.frame * r.PAGE_SIZE + pc.offset
                 head += mem[base : base + min(pc.len, MAX_HEADER_LEN - len(head))]
             try:
-                check_headers(head, p.len, p.gso_type)
+                h = check_headers(head, p.len, p.gso_type)
+                if not p.flags & r.PKT_CSUM_PARTIAL:
+                    self._gso_checksum_fixup(j, p, h)
                 continue
             except GsoError as exc:
                 name = r.TX_ERROR_NAMES[r.TxError.BAD_GSO_HEADERS]
@@ -306,6 +309,22 @@ class TxQueue:
             nbytes += p.len
             nslots += TX_PKT.unpack_from(self._pkts, j * r.TX_PKT.size)[1]
         return refused, nbytes, nslots
+
+    def _gso_checksum_fixup(self, j: int, p: Packet, h: Headers) -> None:
+        """A GSO packet without ``csum_blank``: made CHECKSUM_PARTIAL, its checksum field
+        reset to the pseudo-header sum, as Linux's netback does (``rx_gso_checksum_fixup``):
+        every segment cut from it then gets its own checksum.  The field is in the headers
+        we pulled (``check_headers`` saw them whole in our pages)."""
+        mem = self.pages.view
+        views = []
+        for pc in self.vec.pieces_of(j):
+            if pc.domid != DOMID_SELF or pc.flags & r.PIECE_RUN:
+                break  # past the pulled headers: as in _check_gso
+            views.append(mem[pc.frame * r.PAGE_SIZE + pc.offset :][: pc.len])
+        set_field(views, h.l4_off + h.csum_offset, h.pseudo_sum())
+        flags = (p.flags | r.PKT_CSUM_PARTIAL) & ~r.PKT_DATA_VALIDATED
+        self.vec.set_packet(j, p._replace(flags=flags, csum_start=h.l4_off, csum_offset=h.csum_offset))
+        self.stats.tx_gso_checksum_fixup += 1
 
     def _count_csum_failures(self, npkts: int) -> None:
         for j in range(npkts):

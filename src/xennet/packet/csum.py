@@ -132,11 +132,19 @@ def complete_views(views: Sequence[memoryview], csum_start: int, csum_offset: in
             f"field inside a {total}-byte packet"
         )
     value = fold_checksum(ones_sum_chunks(_window(views, csum_start, total)))
-    data = struct.pack("!H", value or _M)
+    set_field(views, field, value or _M)
+
+
+def set_field(views: Sequence[memoryview], at: int, value: int) -> None:
+    """Store the 16-bit ``value`` (network order) at byte ``at`` of the concatenation of
+    ``views``: a checksum field may straddle two slots."""
+    data = struct.pack("!H", value)
     pos = 0
-    for v in _window(views, field, field + 2):  # the field may straddle two views
+    for v in _window(views, at, at + 2):
         v[:] = data[pos : pos + len(v)]
         pos += len(v)
+    if pos != 2:
+        raise CsumError(f"a 2-byte field at {at} is not inside the packet")
 
 
 def _window(views: Sequence[memoryview], start: int, stop: int) -> Iterator[memoryview]:
