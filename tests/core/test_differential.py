@@ -479,6 +479,66 @@ def test_csum_setup(
     both("csum_setup", vec.pkts, vec.pieces, 0, 2, mem)
 
 
+def _gso_frame(ipv6: bool, vlan: bool, proto: int, payload: int) -> bytes:
+    """A TCP/UDP frame whose IP length counts ``payload`` bytes after a 20-byte L4 header."""
+    eth = b"\xff" * 12 + (b"\x81\x00\x00\x01" if vlan else b"") + (b"\x86\xdd" if ipv6 else b"\x08\x00")
+    tcp = struct.pack("!HHIIBBHHH", 1, 2, 0, 0, 0x50, 0, 0, 0, 0)
+    l4 = tcp if proto != 17 else struct.pack("!HHHH", 1, 2, 28, 0) + bytes(12)
+    if ipv6:
+        ip = struct.pack("!IHBB", 6 << 28, 20 + payload, proto, 64) + bytes(32)
+    else:
+        ip = struct.pack("!BBHHHBBH", 0x45, 0, 40 + payload, 0, 0, 64, proto, 0) + bytes(8)
+    return eth + ip + l4 + bytes(range(256)) * (payload // 256) + bytes(payload % 256)
+
+
+@settings(max_examples=300)
+@given(
+    ipv6=st.booleans(),
+    vlan=st.booleans(),
+    proto=st.sampled_from([6, 6, 17, 1]),
+    gso_type=st.sampled_from([1, 2, 7]),
+    partial=st.booleans(),
+    cut=st.sampled_from([0, 0, 1, 30]),
+    flips=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=2),
+    split=st.integers(1, 130),
+    foreign=st.booleans(),
+)
+def test_gso_check(
+    ipv6: bool, vlan: bool, proto: int, gso_type: int, partial: bool, cut: int,
+    flips: list[tuple[int, int]], split: int, foreign: bool,
+) -> None:  # fmt: skip
+    """Both cores list the same packets, and the list is exactly what ``check_headers`` (the
+    rule's one home) refuses, plus the packets without csum_blank."""
+    from xennet.abi.grant_table import DOMID_SELF
+    from xennet.packet.frames import MAX_HEADER_LEN
+    from xennet.packet.gso import GsoError, check_headers
+
+    frame = bytearray(_gso_frame(ipv6, vlan, proto, 3000))
+    for at, value in flips:
+        frame[at] = value
+    frame = frame[: len(frame) - cut]
+    a, b = frame[:split], frame[split:]
+    mem = bytearray(8 * 4096)
+    mem[4096 : 4096 + len(a)] = a
+    mem[2 * 4096 + 7 : 2 * 4096 + 7 + len(b)] = b
+    second = Piece(2, 7, len(b), r.NONE32, 3 if foreign else DOMID_SELF, 0)  # foreign: a mapped grant
+    vec = PacketVec(4, 8)
+    flags = r.PKT_CSUM_PARTIAL if partial else 0
+    vec.append([Piece(1, 0, len(a)), second], flags=flags, gso_size=1448, gso_type=gso_type)
+    vec.append([Piece(1, 0, len(a))], flags=flags)  # no GSO: never listed
+    out = bytearray(4 * 2)
+    _kind, res, args = both("gso_check", vec.pkts, vec.pieces, 0, 2, mem, out)
+    listed = list(struct.unpack_from(f"<{res}I", args[5])) if res else []
+    local = bytes(a) if foreign else bytes(frame)
+    try:
+        check_headers(local[:MAX_HEADER_LEN], len(frame), gso_type)
+        fine = True
+    except GsoError:
+        fine = False
+    assert listed == ([] if fine and partial else [0])
+    assert r.GSO_HEADER_PEEK == MAX_HEADER_LEN
+
+
 @settings(max_examples=200)
 @given(
     ops=st.lists(

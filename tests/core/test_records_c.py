@@ -21,7 +21,7 @@ FLAGS = [
     "PKT_CSUM_PARTIAL", "PKT_DATA_VALIDATED", "PKT_CSUM_FAILED",
     "TXK_DATA", "TXK_MCAST_ADD", "TXK_MCAST_DEL",
     "POOL_NOT_OURS", "POOL_FREE", "POOL_TAKEN",
-    "PAGE_SIZE", "RING_OFFSET", "MAX_PACKET", "GSO_MIN_SIZE",
+    "PAGE_SIZE", "RING_OFFSET", "MAX_PACKET", "GSO_MIN_SIZE", "GSO_HEADER_PEEK",
 ]  # fmt: skip
 ENUMS: list[tuple[type[enum.IntEnum], str]] = [
     (r.TxError, "XN_TXE_"),

@@ -25,6 +25,9 @@ MAX_PACKET = 0xFFFF  # a packet's size rides in the first slot's u16 size field
 # most ceil(65535 / 88) = 745 segments.  88 is Linux's TCP_MIN_MSS, the least MSS a Linux
 # socket can be set to; real senders use hundreds of bytes (536 by default, RFC 1122).
 GSO_MIN_SIZE = 88
+# bytes of a GSO packet's own pieces its headers must lie in (packet/frames.MAX_HEADER_LEN:
+# Ethernet + VLAN + IPv6 + TCP with options); what netback pulls covers them
+GSO_HEADER_PEEK = 118
 
 # --- a packet vector: packets as ranges of pieces -------------------------------------------
 

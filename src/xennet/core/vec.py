@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from ..abi.grant_table import DOMID_SELF
@@ -85,6 +85,13 @@ class PacketVec:
     def pieces_of(self, i: int) -> list[Piece]:
         p = self.packet(i)
         return [self.piece(k) for k in range(p.piece0, p.piece0 + p.npieces)]
+
+    def iter_pieces(self, i: int) -> Iterator[Piece]:
+        """The pieces of packet ``i``, decoded one at a time: a reader of the headers stops
+        after the first one or two of a 17-piece GSO packet."""
+        p = self.packet(i)
+        for k in range(p.piece0, p.piece0 + p.npieces):
+            yield self.piece(k)
 
     def room(self, npieces: int) -> bool:
         return self.npkts < self.max_pkts and self.npieces + npieces <= self.max_pieces

@@ -216,6 +216,7 @@ static void k_vec_release(struct in *in, struct xn_err *e)
     xn_vec_release(B(0), B(1), U(0), U(1), B(2), in->opt_present ? &in->opt : NULL, B(3), e);
 }
 static void k_csum_setup(struct in *in, struct xn_err *e) { xn_csum_setup(B(0), B(1), U(0), U(1), B(2), e); }
+static void k_gso_check(struct in *in, struct xn_err *e) { xn_gso_check(B(0), B(1), U(0), U(1), B(2), B(3), e); }
 
 /* name, format (module.c's PyArg_ParseTuple letters, '*' dropped), call; wire.py reads this table */
 static const struct target {
@@ -253,6 +254,7 @@ static const struct target {
     {"vec_compact", "wwnnn", k_vec_compact},
     {"vec_release", "yynnwOw", k_vec_release},
     {"csum_setup", "wynny", k_csum_setup},
+    {"gso_check", "yynnyw", k_gso_check},
 };
 #define NTARGETS (sizeof TARGETS / sizeof TARGETS[0])
 

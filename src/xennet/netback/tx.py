@@ -138,6 +138,7 @@ class TxQueue:
         self._rsp_ranges = bytearray(8 * n)
         self._status = bytearray(2 * n)
         self.vec = PacketVec(n, PIECE_CAP)
+        self._gso_idx = bytearray(4 * n)  # gso_check: the packets to judge here
         self._mapped: dict[int, _Mapped] = {}  # map mode: packets whose skbs are out
         self._next_tag = 0
         self._map_frags = MAX_SKB_FRAGS if self.limits.data == "map" else 0
@@ -279,15 +280,18 @@ class TxQueue:
         segments them later (a port, the capture) must never meet one it cannot cut.  A packet
         that is not is refused with error responses.  Returns (packets, bytes, slots) refused."""
         vec = self.vec
-        rr = memoryview(self._rsp_ranges).cast("I")
         mem = self.pages.view
+        # the core passes the packets that follow the rule and came with csum_blank: the
+        # rest (rare) are judged here, by the rule's one home, check_headers
+        n = kernels.gso_check(vec.pkts, vec.pieces, 0, npkts, mem, self._gso_idx)
+        if not n:
+            return 0, 0, 0
+        rr = memoryview(self._rsp_ranges).cast("I")
         refused = nbytes = nslots = 0
-        for j in range(npkts):
+        for j in memoryview(self._gso_idx).cast("I")[:n].tolist():
             p = vec.packet(j)
-            if not p.gso_size or not p.npieces or p.error:
-                continue
             head = bytearray()
-            for pc in vec.pieces_of(j):
+            for pc in vec.iter_pieces(j):
                 if pc.domid != DOMID_SELF or pc.flags & r.PIECE_RUN or len(head) >= MAX_HEADER_LEN:
                     break  # a mapped piece is the guest's: headers must be in what we pulled
                 base = pc.frame * r.PAGE_SIZE + pc.offset
@@ -317,7 +321,7 @@ class TxQueue:
         we pulled (``check_headers`` saw them whole in our pages)."""
         mem = self.pages.view
         views = []
-        for pc in self.vec.pieces_of(j):
+        for pc in self.vec.iter_pieces(j):
             if pc.domid != DOMID_SELF or pc.flags & r.PIECE_RUN:
                 break  # past the pulled headers: as in _check_gso
             views.append(mem[pc.frame * r.PAGE_SIZE + pc.offset :][: pc.len])

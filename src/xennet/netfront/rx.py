@@ -282,7 +282,7 @@ class RxQueue:
             if not p.gso_size or not p.npieces or p.error:
                 continue
             head = bytearray()
-            for pc in self.vec.pieces_of(j):
+            for pc in self.vec.iter_pieces(j):
                 n = min(pc.len, MAX_HEADER_LEN - len(head))
                 head += self._page_of(pc).view[pc.offset : pc.offset + n]
                 if len(head) >= MAX_HEADER_LEN:

@@ -682,10 +682,29 @@ static PyObject *py_csum_setup(PyObject *self, PyObject *args)
     return rc < 0 ? fail(&err) : PyLong_FromLong(rc);
 }
 
+static PyObject *py_gso_check(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer vp, vpc, mem, out;
+    Py_ssize_t start, npkts;
+    if (!PyArg_ParseTuple(args, "y*y*nny*w*", &vp, &vpc, &start, &npkts, &mem, &out))
+        return NULL;
+    uint32_t a, b;
+    struct xn_err err;
+    long rc = -2;
+    if (!u32(start, &a) && !u32(npkts, &b))
+        rc = xn_gso_check(B(&vp), B(&vpc), a, b, B(&mem), B(&out), &err);
+    REL(&vp, &vpc, &mem, &out);
+    if (rc == -2)
+        return NULL;
+    return rc < 0 ? fail(&err) : PyLong_FromLong(rc);
+}
+
 static PyMethodDef methods[] = {
     {"csum_setup", py_csum_setup, METH_VARARGS, NULL},
     {"grant_check", py_grant_check, METH_VARARGS, NULL},
     {"grant_copy", py_grant_copy, METH_VARARGS, NULL},
+    {"gso_check", py_gso_check, METH_VARARGS, NULL},
     {"netback_rx_estimate", py_netback_rx_estimate, METH_VARARGS, NULL},
     {"netback_rx_plan", py_netback_rx_plan, METH_VARARGS, NULL},
     {"netback_rx_respond", py_netback_rx_respond, METH_VARARGS, NULL},

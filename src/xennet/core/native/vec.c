@@ -114,8 +114,14 @@ long xn_vec_release(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t s
 
 static uint16_t be16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
-/* (csum_start, csum_offset) of a TCP/UDP over IPv4/IPv6 frame's first n bytes; 0 if none */
-static int l4_offsets(const unsigned char *h, uint32_t n, uint16_t *start, uint16_t *off)
+struct xn_l3l4 {
+    uint32_t l4, l4_len;
+    uint16_t csum_offset;
+    uint8_t version, proto;
+};
+
+/* The headers of a TCP/UDP over IPv4/IPv6 frame's first n bytes; 0 if none (parse_l3l4's rules) */
+static int l3l4(const unsigned char *h, uint32_t n, struct xn_l3l4 *out)
 {
     if (n < 14)
         return 0;
@@ -157,16 +163,30 @@ static int l4_offsets(const unsigned char *h, uint32_t n, uint16_t *start, uint1
         l4_hlen = (uint32_t)(h[l4 + 12] >> 4) * 4;
         if (l4_hlen < 20)
             return 0;
-        *off = 16;
+        out->csum_offset = 16;
     } else if (proto == 17) {
         l4_hlen = 8;
-        *off = 6;
+        out->csum_offset = 6;
     } else {
         return 0;
     }
     if (l4_len < l4_hlen || n < l4 + l4_hlen)
         return 0;
-    *start = (uint16_t)l4;
+    out->l4 = l4;
+    out->l4_len = l4_len;
+    out->version = ethertype == 0x0800 ? 4 : 6;
+    out->proto = proto;
+    return 1;
+}
+
+/* (csum_start, csum_offset) of a TCP/UDP over IPv4/IPv6 frame's first n bytes; 0 if none */
+static int l4_offsets(const unsigned char *h, uint32_t n, uint16_t *start, uint16_t *off)
+{
+    struct xn_l3l4 x;
+    if (!l3l4(h, n, &x))
+        return 0;
+    *start = (uint16_t)x.l4;
+    *off = x.csum_offset;
     return 1;
 }
 
@@ -211,6 +231,47 @@ long xn_csum_setup(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t st
         XN_PUT(vec_pkts.p, j, p);
     }
     return failed;
+}
+
+long xn_gso_check(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
+                  struct xn_buf mem, struct xn_buf out, struct xn_err *err)
+{
+    if (vec_pkts.len < ((uint64_t)start + npkts) * sizeof(struct xn_pkt) || out.len < (uint64_t)npkts * 4)
+        return xn_fail(err, "gso_check: buffers too small");
+    long found = 0;
+    for (uint32_t j = start; j < start + npkts; j++) {
+        struct xn_pkt p;
+        XN_GET(p, vec_pkts.p, j);
+        if (!p.gso_size || !p.npieces || p.error)
+            continue;
+        if (((uint64_t)p.piece0 + p.npieces) * sizeof(struct xn_piece) > vec_pieces.len)
+            return xn_fail(err, "gso_check: pieces past the vector");
+        unsigned char head[XN_GSO_HEADER_PEEK];
+        uint32_t have = 0;
+        for (uint32_t k = p.piece0; k < (uint32_t)p.piece0 + p.npieces && have < XN_GSO_HEADER_PEEK; k++) {
+            struct xn_piece pc;
+            XN_GET(pc, vec_pieces.p, k);
+            if ((pc.flags & XN_PIECE_RUN) || pc.domid != XN_DOMID_SELF)
+                break; /* a mapped piece is the guest's: the headers must be in what we pulled */
+            uint32_t take = pc.len < XN_GSO_HEADER_PEEK - have ? pc.len : XN_GSO_HEADER_PEEK - have;
+            uint64_t base = (uint64_t)pc.frame * XN_PAGE_SIZE + pc.offset;
+            if (base + take > mem.len)
+                return xn_fail(err, "gso_check: frame %u outside memory", pc.frame);
+            memcpy(head + have, mem.p + base, take);
+            have += take;
+        }
+        struct xn_l3l4 x;
+        int ok = l3l4(head, have, &x) && x.proto == 6 && x.l4 + x.l4_len == p.len;
+        if (ok && p.gso_type == XN_GSO_TCPV4)
+            ok = x.version == 4;
+        else if (ok && p.gso_type == XN_GSO_TCPV6)
+            ok = x.version == 6;
+        if (!ok || !(p.flags & XN_PKT_CSUM_PARTIAL)) {
+            xn_st32(out.p + 4 * (size_t)found, j);
+            found++;
+        }
+    }
+    return found;
 }
 
 long xn_vec_compact(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,

@@ -44,6 +44,7 @@
 #define XN_GSO_TCPV4 1u
 #define XN_GSO_TCPV6 2u
 #define XN_GSO_MIN_SIZE 88u /* records.GSO_MIN_SIZE: segments per packet stay bounded */
+#define XN_GSO_HEADER_PEEK 118u /* records.GSO_HEADER_PEEK */
 
 /* The extra-info chain and the GSO extra: the twin of abi/netif.py's extra_chain,
    extra_type_valid and gso_fault. */
@@ -445,5 +446,7 @@ long xn_vec_release(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t s
                     struct xn_buf pool, struct xn_buf *priv_pool, struct xn_buf tags_out, struct xn_err *err);
 long xn_csum_setup(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
                    struct xn_buf mem, struct xn_err *err);
+long xn_gso_check(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
+                  struct xn_buf mem, struct xn_buf out, struct xn_err *err);
 
 #endif

@@ -7,11 +7,12 @@ from .netfront_rx import netfront_rx_assemble, netfront_rx_build, netfront_rx_po
 from .netfront_tx import netfront_tx_complete, netfront_tx_post
 from .pool import pool_add, pool_drain, pool_give, pool_give_pairs, pool_take, pool_take_pairs
 from .ring import ring_copy_in, ring_copy_out
-from .vec import csum_setup, vec_compact, vec_fill_frame, vec_fill_frames, vec_gather, vec_release
+from .vec import csum_setup, gso_check, vec_compact, vec_fill_frame, vec_fill_frames, vec_gather, vec_release
 
 __all__ = [
     "csum_setup",
     "grant_check",
+    "gso_check",
     "grant_copy",
     "netback_rx_estimate",
     "netback_rx_plan",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 
+from ...abi import netif
 from ...abi.grant_table import DOMID_SELF
 from .. import records as r
 from ..types import Buffer, WBuffer
@@ -15,6 +16,8 @@ from .pool import PoolView, pop_counted
 HEADER_PEEK = 128  # enough for Ethernet + VLAN + IPv6 + TCP with options
 _BE16 = struct.Struct("!H")
 _BE32 = struct.Struct("!I")
+_U32 = struct.Struct("<I")
+_GSO_VERSION = {netif.XEN_NETIF_GSO_TYPE_TCPV4: 4, netif.XEN_NETIF_GSO_TYPE_TCPV6: 6}
 
 
 def vec_fill_frames(
@@ -119,6 +122,13 @@ def vec_release(
 
 def _l4_offsets(h: bytes) -> tuple[int, int] | None:
     """(csum_start, csum_offset) of a TCP/UDP over IPv4/IPv6 frame's first bytes, or None."""
+    got = _l3l4(h)
+    return None if got is None else (got[0], got[1])
+
+
+def _l3l4(h: bytes) -> tuple[int, int, int, int, int] | None:
+    """(l4 offset, csum_offset, IP version, L4 protocol, L4 length) of a TCP/UDP over
+    IPv4/IPv6 frame's first bytes, or None."""
     n = len(h)
     if n < 14:
         return None
@@ -163,7 +173,52 @@ def _l4_offsets(h: bytes) -> tuple[int, int] | None:
         return None
     if l4_len < l4_hlen or n < l4 + l4_hlen:
         return None
-    return l4, csum_offset
+    return l4, csum_offset, 4 if ethertype == 0x0800 else 6, proto, l4_len
+
+
+def gso_check(vec_pkts: Buffer, vec_pieces: Buffer, start: int, npkts: int, mem: Buffer, out: WBuffer) -> int:
+    """The GSO packets ``start..`` that need a closer look above the core: headers GSO
+    cannot cut (not TCP over the IP version ``gso_type`` names, not whole within the first
+    ``GSO_HEADER_PEEK`` bytes of our own pieces, or an IP length that is not the packet's:
+    ``packet/gso.check_headers``'s rule), or no PKT_CSUM_PARTIAL (made partial there).
+    Their indices go to ``out`` (u32 each); returns how many.  The common packet costs no
+    Python above this loop."""
+    vp = memoryview(vec_pkts).cast("B")
+    vpc = memoryview(vec_pieces).cast("B")
+    m = memoryview(mem).cast("B")
+    o = memoryview(out).cast("B")
+    if len(vp) < (start + npkts) * r.PKT.size or len(o) < npkts * 4:
+        raise ValueError("gso_check: buffers too small")
+    found = 0
+    for j in range(start, start + npkts):
+        piece0, npieces, flags, length, _tag, gs, gt, err, _cs, _co = PKT.unpack_from(vp, j * r.PKT.size)
+        if not gs or not npieces or err:
+            continue
+        if (piece0 + npieces) * r.PIECE.size > len(vpc):
+            raise ValueError("gso_check: pieces past the vector")
+        head = bytearray()
+        for k in range(piece0, piece0 + npieces):
+            if len(head) >= r.GSO_HEADER_PEEK:
+                break
+            frame, off, plen, _ref, domid, pflags = PIECE.unpack_from(vpc, k * r.PIECE.size)
+            if pflags & r.PIECE_RUN or domid != DOMID_SELF:
+                break  # a mapped piece is the guest's: the headers must be in what we pulled
+            take = min(plen, r.GSO_HEADER_PEEK - len(head))
+            base = frame * r.PAGE_SIZE + off
+            if base + take > len(m):
+                raise ValueError(f"gso_check: frame {frame} outside memory")
+            head += m[base : base + take]
+        got = _l3l4(bytes(head))
+        ok = (
+            got is not None
+            and got[3] == 6  # TCP
+            and got[2] == _GSO_VERSION.get(gt, got[2])
+            and got[0] + got[4] == length
+        )
+        if not ok or not flags & r.PKT_CSUM_PARTIAL:
+            _U32.pack_into(o, found * 4, j)
+            found += 1
+    return found
 
 
 def csum_setup(vec_pkts: WBuffer, vec_pieces: Buffer, start: int, npkts: int, mem: Buffer) -> int:
