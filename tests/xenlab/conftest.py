@@ -13,10 +13,10 @@ import time
 from collections.abc import Generator, Iterator
 
 import pytest
+from xenlab.build import BuildError, BuildResult, build, install_host_tools
+from xenlab.lab import Lab, LabError, up
 
-from xennet.xenlab import preflight as pf
-from xennet.xenlab.build import BuildError, BuildResult, build, install_host_tools
-from xennet.xenlab.lab import Lab, LabError, up
+from xenlab import preflight as pf
 
 BUILD_TIMEOUT = 15 * 60
 BOOT_TIMEOUT = 4 * 60
