@@ -249,7 +249,6 @@ def test_help_does_not_import_the_lab() -> None:
 
 def test_the_lazy_xenlab_help_is_the_labs_own() -> None:
     from xenlab.cli import register
-
     from xennet.cli.main import XENLAB_HELP
 
     holder = click.Group()

@@ -13,10 +13,10 @@ import time
 from collections.abc import Generator, Iterator
 
 import pytest
-from xenlab.build import BuildError, BuildResult, build, install_host_tools
-from xenlab.lab import Lab, LabError, up
 
 from xenlab import preflight as pf
+from xenlab.build import BuildError, BuildResult, build, install_host_tools
+from xenlab.lab import Lab, LabError, up
 
 BUILD_TIMEOUT = 15 * 60
 BOOT_TIMEOUT = 4 * 60

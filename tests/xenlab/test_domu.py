@@ -7,10 +7,10 @@ import re
 import time
 
 import pytest
-from xenlab.lab import Lab
 
 from xenlab import guest
 from xenlab import transfer as xf
+from xenlab.lab import Lab
 
 pytestmark = [pytest.mark.xen, pytest.mark.slow]
 

@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 import pytest
-from xenlab.lab import Lab
 
 from xenlab import guest
 from xenlab import transfer as xf
+from xenlab.lab import Lab
 
 pytestmark = [pytest.mark.xen, pytest.mark.slow]
 

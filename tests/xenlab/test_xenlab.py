@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from xenlab.lab import Lab, LabError, LabTimeout
 
 from xenlab import guest
 from xenlab import preflight as pf
+from xenlab.lab import Lab, LabError, LabTimeout
 
 # -- preflight --------------------------------------------------------------------------------------
 

@@ -43,6 +43,8 @@ def _xennet_src() -> Path:
     if spec is None or spec.origin is None:
         raise BuildError("xennet is not installed: the lab puts the xennet under test in its rootfs")
     return Path(spec.origin).parent
+
+
 ROOTFS_PYTHONPATH = "usr/local/lib/python3.11/dist-packages"  # on bookworm python3's sys.path
 ROOTFS_IMAGE_SIZE = "1600M"
 
