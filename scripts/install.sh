@@ -15,5 +15,5 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -e "$repo[test]" 2>&1 | grep -v -e "^WARNING: Running pip as" -e "is ignored: it is neither" || true
-python3 -c "import xennet" && command -v xennet >/dev/null
+python3 -m pip install -q --disable-pip-version-check -e "$repo[test]" -e "$repo/lab" 2>&1 | grep -v -e "^WARNING: Running pip as" -e "is ignored: it is neither" || true
+python3 -c "import xennet, xenlab" && command -v xennet >/dev/null

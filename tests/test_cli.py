@@ -236,9 +236,9 @@ def test_help_does_not_import_the_lab() -> None:
         "from xennet.cli.main import main\n"
         "main(['--help'], standalone_mode=False)\n"
         "main(['pktgen', '--help'], standalone_mode=False)\n"
-        "print('lab loaded' if any(m.startswith('xennet.xenlab') for m in sys.modules) else 'no lab')\n"
+        "print('lab loaded' if any(m.startswith('xenlab') for m in sys.modules) else 'no lab')\n"
         "main(['xenlab', '--help'], standalone_mode=False)\n"
-        "print('lab loaded' if 'xennet.xenlab.cli' in sys.modules else 'no lab')\n"
+        "print('lab loaded' if 'xenlab.cli' in sys.modules else 'no lab')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -248,8 +248,8 @@ def test_help_does_not_import_the_lab() -> None:
 
 
 def test_the_lazy_xenlab_help_is_the_labs_own() -> None:
+    from xenlab.cli import register
     from xennet.cli.main import XENLAB_HELP
-    from xennet.xenlab.cli import register
 
     holder = click.Group()
     register(holder)

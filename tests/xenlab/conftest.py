@@ -14,9 +14,9 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from xennet.xenlab import preflight as pf
-from xennet.xenlab.build import BuildError, BuildResult, build, install_host_tools
-from xennet.xenlab.lab import Lab, LabError, up
+from xenlab import preflight as pf
+from xenlab.build import BuildError, BuildResult, build, install_host_tools
+from xenlab.lab import Lab, LabError, up
 
 BUILD_TIMEOUT = 15 * 60
 BOOT_TIMEOUT = 4 * 60

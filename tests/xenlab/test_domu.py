@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from xennet.xenlab import guest
-from xennet.xenlab import transfer as xf
-from xennet.xenlab.lab import Lab
+from xenlab import guest
+from xenlab import transfer as xf
+from xenlab.lab import Lab
 
 pytestmark = [pytest.mark.xen, pytest.mark.slow]
 
@@ -23,7 +23,7 @@ DOMU_IP = "192.0.2.10"
 def start_server(lab: Lab, port: int, log: str) -> None:
     """``transfer serve`` in dom0, in the background; returns once it listens."""
     lab.check(
-        f"setsid python3 -m xennet.xenlab.transfer serve --port {port} --bind 0.0.0.0 "
+        f"setsid python3 -m xenlab.transfer serve --port {port} --bind 0.0.0.0 "
         f"</dev/null >{log} 2>&1 & echo $! >{log}.pid\n"
         f"for i in $(seq 1 150); do grep -q listening {log} && exit 0; sleep 0.2; done; cat {log}; exit 1",
         timeout=60,
@@ -41,7 +41,7 @@ for i in $(seq 1 300); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
 ip addr add {DOMU_IP}/24 dev eth0 && ip link set eth0 up || echo "=== eth0 setup FAILED"
 ping -c 3 -W 5 {guest.BRIDGE_ADDR}
 echo "PING rc=$?"
-python3 -m xennet.xenlab.transfer client {guest.BRIDGE_ADDR} --port {port} \\
+python3 -m xenlab.transfer client {guest.BRIDGE_ADDR} --port {port} \\
   --get {get} --put {put} --seed {seed} --connect-timeout 60
 rc=$?
 echo "CLIENT rc=$rc"

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from xennet.xenlab import guest
-from xennet.xenlab import transfer as xf
-from xennet.xenlab.lab import Lab
+from xenlab import guest
+from xenlab import transfer as xf
+from xenlab.lab import Lab
 
 pytestmark = [pytest.mark.xen, pytest.mark.slow]
 
@@ -53,7 +53,7 @@ def stop_bg(lab: Lab, name: str, timeout: float = 30) -> tuple[str, str]:
 
 
 def serve_cmd(port: int) -> str:
-    return f"python3 -m xennet.xenlab.transfer serve --port {port} --bind 0.0.0.0"
+    return f"python3 -m xenlab.transfer serve --port {port} --bind 0.0.0.0"
 
 
 def transfer_lines(server: str, port: int) -> str:
@@ -61,7 +61,7 @@ def transfer_lines(server: str, port: int) -> str:
         # the first reply may take a while (ARP, the driver's TAP coming up): then count 5
         f"for i in $(seq 1 30); do ping -c 1 -W 2 {server} >/dev/null && break; done\n"
         f'ping -c 5 -W 5 {server}; echo "PING rc=$?"\n'
-        f"python3 -m xennet.xenlab.transfer client {server} --port {port} "
+        f"python3 -m xenlab.transfer client {server} --port {port} "
         f'--get {N} --put {N} --seed {SEED} --connect-timeout 120; echo "CLIENT rc=$?"\n'
     )
 
@@ -123,7 +123,7 @@ def test_xennet_netback_serves_kernel_netfront(lab: Lab, record_property: pytest
     name, port, mac = "xnb", 7002, "00:16:3e:00:00:20"
     back_ip, domu_ip = f"{PYVIF_NET}.1", f"{PYVIF_NET}.2"
     start_bg(
-        lab, "xfer-nb", f"python3 -m xennet.xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening"
+        lab, "xfer-nb", f"python3 -m xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening"
     )
     start_bg(
         lab,
@@ -194,7 +194,7 @@ def test_xennet_netfront_talks_to_kernel_netback(
     name, port, mac = f"xnf{k}", 7003 + k, f"00:16:3e:00:00:3{k}"
     domu_ip = f"192.0.2.{30 + k}"
     start_bg(
-        lab, "xfer-nf", f"python3 -m xennet.xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening"
+        lab, "xfer-nf", f"python3 -m xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening"
     )
     script = (
         "lsmod | grep -q '^xen_netfront' && echo '=== xen-netfront is loaded: FAILED'\n"

@@ -15,7 +15,7 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from xennet.xenlab import transfer as xf
+from xenlab import transfer as xf
 
 
 @pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 4095, xf.CHUNK - 1, xf.CHUNK, xf.CHUNK + 7, 3 * xf.CHUNK + 2])
@@ -172,11 +172,11 @@ def test_mismatches_fail() -> None:
 
 
 def test_module_entry_point() -> None:
-    """``python3 -m xennet.xenlab.transfer`` as the lab runs it: serve --once-each, client, both exit."""
+    """``python3 -m xenlab.transfer`` as the lab runs it: serve --once-each, client, both exit."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "xennet.xenlab.transfer"]
+    cmd = [sys.executable, "-m", "xenlab.transfer"]
     srv = subprocess.Popen(
         [*cmd, "serve", "--port", str(port), "--bind", "127.0.0.1", "--once-each"],
         stdout=subprocess.PIPE,

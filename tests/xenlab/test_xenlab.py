@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from xennet.xenlab import guest
-from xennet.xenlab import preflight as pf
-from xennet.xenlab.lab import Lab, LabError, LabTimeout
+from xenlab import guest
+from xenlab import preflight as pf
+from xenlab.lab import Lab, LabError, LabTimeout
 
 # -- preflight --------------------------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ def test_preflight_without_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_build_steps_cache(tmp_path: Path) -> None:
-    from xennet.xenlab.build import _Steps
+    from xenlab.build import _Steps
 
     timings: dict[str, float] = {}
     cached: list[str] = []
@@ -123,7 +123,7 @@ def test_cli_preflight_and_down(tmp_path: Path) -> None:
     import click
     from click.testing import CliRunner
 
-    from xennet.xenlab import register
+    from xenlab import register
 
     @click.group()
     def top() -> None:
@@ -291,7 +291,7 @@ def test_xen_platform_tests_in_dom0(lab: Lab) -> None:
 
 
 def test_domu_xl_config() -> None:
-    from xennet.xenlab import domu
+    from xenlab import domu
 
     cfg = domu.xl_config(
         "u1", vifs=["bridge=xenbr0,mac=00:16:3e:00:00:10", "backend=0"], kernel_netfront=False
@@ -316,7 +316,7 @@ def test_domu_xl_config() -> None:
 
 
 def test_domu_script_limit() -> None:
-    from xennet.xenlab import domu
+    from xenlab import domu
 
     assert domu.check_script("echo hi\n") == b"echo hi\n"
     assert len(domu.script_path(32751)) + 1 + domu.MAX_SCRIPT_BYTES == domu.XENSTORE_PAYLOAD_MAX
@@ -366,7 +366,7 @@ def test_console_messages_fold_command_output(fake_lab: Lab) -> None:
 
 def test_wait_domu_verdicts(fake_lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """wait_domu against a local bash: a fake `xl` (alive while a file exists), console logs in tmp."""
-    from xennet.xenlab import domu
+    from xenlab import domu
 
     monkeypatch.setattr(domu, "CONSOLE_DIR", str(tmp_path))
     bindir = tmp_path / "bin"
@@ -399,7 +399,7 @@ def test_unpack_kernel(tmp_path: Path, codec: str) -> None:
     import gzip
     import lzma
 
-    from xennet.xenlab.build import unpack_kernel
+    from xenlab.build import unpack_kernel
 
     elf = b"\x7fELF" + bytes(range(256)) * 50
     payload = {"xz": lzma.compress(elf), "gzip": gzip.compress(elf), "none": b""}[codec]

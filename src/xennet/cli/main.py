@@ -39,7 +39,12 @@ class LazyGroup(click.Group):
 
             module, _, fn = self._load.partition(":")
             holder = click.Group()
-            getattr(importlib.import_module(module), fn)(holder)
+            try:
+                loaded_module = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                why = f"{exc.name} is its own package: pip install -e lab/ (scripts/install.sh does)"
+                raise click.ClickException(f"{self.name}: {why}") from None
+            getattr(loaded_module, fn)(holder)
             loaded = holder.commands[self.name or ""]
             assert isinstance(loaded, click.Group)
             self._real = loaded
@@ -86,7 +91,7 @@ def xenstored(socket_path: str) -> None:
 
 for _command in (demo, bench, fuzz, layout, pktgen, soak, report, link, switch, xen):
     main.add_command(_command)
-main.add_command(LazyGroup("xenlab", "xennet.xenlab.cli:register", XENLAB_HELP))
+main.add_command(LazyGroup("xenlab", "xenlab.cli:register", XENLAB_HELP))
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import lzma
 import os
 import shutil
@@ -33,7 +34,17 @@ from .preflight import (
 
 Progress = Callable[[str], None]
 
-XENNET_SRC = Path(__file__).resolve().parents[1]  # .../src/xennet
+XENLAB_SRC = Path(__file__).resolve().parent  # the lab: its transfer tool runs in the domains
+
+
+def _xennet_src() -> Path:
+    """The xennet under test, as installed (an editable install points at the checkout)."""
+    spec = importlib.util.find_spec("xennet")
+    if spec is None or spec.origin is None:
+        raise BuildError("xennet is not installed: the lab puts the xennet under test in its rootfs")
+    return Path(spec.origin).parent
+
+
 ROOTFS_PYTHONPATH = "usr/local/lib/python3.11/dist-packages"  # on bookworm python3's sys.path
 ROOTFS_IMAGE_SIZE = "1600M"
 
@@ -333,17 +344,19 @@ def build(workdir: Path, *, progress: Progress = print, check_network: bool | No
 
     k_mods = steps.run("rootfs-modules", [k_debs, k_rootfs, *guest.ROOTFS_MODULES], do_modules)
 
-    src_hash = _tree_hash(XENNET_SRC)
+    xennet_src = _xennet_src()
+    src_hash = _hash(_tree_hash(xennet_src), _tree_hash(XENLAB_SRC))
 
     def do_xennet() -> None:
-        dst = rootfs / ROOTFS_PYTHONPATH / "xennet"
-        shutil.rmtree(dst, ignore_errors=True)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(XENNET_SRC, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name, src in (("xennet", xennet_src), ("xenlab", XENLAB_SRC)):
+            dst = rootfs / ROOTFS_PYTHONPATH / name
+            shutil.rmtree(dst, ignore_errors=True)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         # byte-compile with the rootfs's own python: the domU root is read-only, and compiling on
         # every import costs seconds under TCG
         _run(
-            ["chroot", str(rootfs), "python3", "-m", "compileall", "-q", "/" + ROOTFS_PYTHONPATH + "/xennet"],
+            ["chroot", str(rootfs), "python3", "-m", "compileall", "-q", "/" + ROOTFS_PYTHONPATH],
             log=log,
             timeout=300,
         )

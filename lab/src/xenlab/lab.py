@@ -273,7 +273,7 @@ class Lab:
         timeout: float = 180.0,
     ) -> int:
         """Create PV domU ``name`` paused, give it ``script`` (run by bash as its job), call
-        ``before_unpause(domid)``, unpause it; returns the domid.  See :mod:`xennet.xenlab.domu`."""
+        ``before_unpause(domid)``, unpause it; returns the domid.  See :mod:`xenlab.domu`."""
         data = domu.check_script(script)
         cfg = domu.xl_config(name, vifs=vifs, kernel_netfront=kernel_netfront, memory_mb=memory_mb)
         d, log = domu.DOM0_DOMU_DIR, domu.console_log(name)

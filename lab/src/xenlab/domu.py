@@ -1,6 +1,6 @@
 """domU pieces that need no running lab: the xl config, the script size limit, console parsing.
 
-The running side (``Lab.start_domu`` and friends) is in :mod:`xennet.xenlab.lab`.
+The running side (``Lab.start_domu`` and friends) is in :mod:`xenlab.lab`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A tiny hash-checked TCP transfer tool for the lab (dom0, domUs, the host): standard library only.
 
-    python3 -m xennet.xenlab.transfer serve --port P [--bind ADDR] [--once-each]
-    python3 -m xennet.xenlab.transfer client HOST --port P --get N --put N --seed S [--connect-timeout T]
+    python3 -m xenlab.transfer serve --port P [--bind ADDR] [--once-each]
+    python3 -m xenlab.transfer client HOST --port P --get N --put N --seed S [--connect-timeout T]
 
 The data of a transfer is ``random.Random(seed).randbytes(n)``, made in chunks, so anyone (a test on the
 host) can compute the expected sha256 with :func:`expected_sha256`.  Per connection the client sends one
@@ -327,7 +327,7 @@ def parse_lines(text: str) -> list[dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m xennet.xenlab.transfer", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python3 -m xenlab.transfer", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("serve", help="serve GET and PUT requests until killed")
     sp.add_argument("--port", type=int, required=True)

@@ -5,7 +5,7 @@ whose ``run(cmd, timeout) -> (rc, output)`` executes shell commands in dom0, ``s
 ``wait_domu`` / ``destroy_domu`` drive domUs; ``Lab.down()`` stops it.  ``transfer`` is a hash-checked
 TCP transfer tool that runs in dom0 and domUs.
 
-``register`` (the click commands) is imported lazily: ``python3 -m xennet.xenlab.transfer`` in a domU
+``register`` (the click commands) is imported lazily: ``python3 -m xenlab.transfer`` in a domU
 (TCG, slow) should not pay for click.
 """
 
