@@ -12,6 +12,7 @@ from xennet.abi import netif
 from xennet.core.records import MAX_PACKET
 from xennet.netfront.device import NetfrontConfig
 from xennet.packet.pool import Revoke
+from xennet.packet.skb import Skb
 from xennet.world.local import LocalWorld
 from xennet.xenbus.states import XenbusState as S
 
@@ -352,3 +353,30 @@ def test_a_gso_packets_extra_slot_answers_null_and_is_counted(world: LocalWorld)
     assert front.stats.tx_gso_packets == 1
     assert front.stats.tx_rsp_null == 1 and front.stats.tx_completed == 1  # netback: one slot, one extra
     assert [d for _, d in world.to_backend] == [frame.data]
+
+
+def test_a_page_given_back_after_teardown_waits_for_a_backend_that_maps_it() -> None:
+    """The guest's stack holds a received skb across a detach while the backend still maps
+    that rx buffer: when the stack lets go, the closed pool's grant cannot be ended, and the
+    page must wait to be revoked, not be forgotten (a leaked page and grant)."""
+    with LocalWorld() as w:
+        front = w.attach()
+        kept: list[Skb] = []
+        deliver = front.on_event
+
+        def hold(port: int) -> list[Skb]:
+            skbs = deliver(port)
+            kept.extend(s.get() for s in skbs)  # the stack keeps a reference
+            return skbs
+
+        front.on_event = hold  # type: ignore[method-assign]
+        (m,) = answer(w, [(0, 0, 3000)], mapped=(0,))
+        assert len(kept) == 1 and len(w.to_guest[(1, 0)][0]) == 3000
+        w.detach()
+        for skb in kept:
+            skb.release()  # after teardown: its frame goes back to a closed pool
+        assert front.pending_revoke >= 1  # noticed, and waiting
+        assert held(w) != ZERO
+        w.platforms[0].mapper.unmap(m)
+        assert front.retry_revoke() == 0
+        assert held(w) == ZERO

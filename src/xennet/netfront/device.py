@@ -78,6 +78,7 @@ class Netfront:
         self.features = TxFeatures()
         self.pages: PoolPages | None = None  # tx pool: where skbs to send are built
         self._pools: list[PoolPages] = []
+        self._closed_pools: list[PoolPages] = []  # closed, with frames the stack still holds
         self.backend_connected = False
         self.broken = False
         self._revoke: list[Revoke] = []  # grants the backend still maps (XSA-396)
@@ -281,6 +282,9 @@ class Netfront:
             pool.close()
             self._keep_revoking(pool.revoke)
             pool.revoke = []
+        # frames the stack still holds come back to a closed pool later; one the backend
+        # still maps then waits in that pool's revoke list: keep the pool until it is empty
+        self._closed_pools.extend(p for p in self._pools if p.frames_out)
         self._pools = []
         self.pages = None
         self.retry_revoke()
@@ -308,14 +312,20 @@ class Netfront:
 
     @property
     def pending_revoke(self) -> int:
+        self._collect_revokes()
         return sum(len(r.refs) for r in self._revoke)
 
-    def retry_revoke(self) -> int:
-        """End the grants the backend held at teardown; free their pages.  Returns refs left."""
-        for q in (self.tx, self.rx, *self._pools):
+    def _collect_revokes(self) -> None:
+        """Grants queues and pools could not end yet: into the one revoke list."""
+        for q in (self.tx, self.rx, *self._pools, *self._closed_pools):
             if q is not None and q.revoke:
                 self._keep_revoking(q.revoke)
                 q.revoke = []
+        self._closed_pools = [p for p in self._closed_pools if p.frames_out]
+
+    def retry_revoke(self) -> int:
+        """End the grants the backend held at teardown; free their pages.  Returns refs left."""
+        self._collect_revokes()
         self._revoke = [r for r in self._revoke if not r.retry(self.platform)]
         self.stats.grants_held_by_peer = self.pending_revoke
         return self.pending_revoke
