@@ -61,4 +61,4 @@ run "compiled core under ASan+UBSan (libFuzzer)" "$out/c.log" \
 run "twin vs compiled core (atheris)" "$out/diff.log" \
   env PYTHONPATH="$repo/src${PYTHONPATH:+:$PYTHONPATH}" python3 -m xennet.fuzz.core -runs="$diff_execs" "${flags[@]}" -artifact_prefix="$out/" \
   "$out/corpus-diff" "$seeds" "$repo/tests/core/fuzz/regressions"
-grep "^diff_atheris:" "$out/diff.log" | tail -1
+grep "^diff_atheris:" "$out/diff.log" | tail -1 || echo "diff_atheris: under 10000 calls, none counted (the twin reports every 10000)"
