@@ -192,6 +192,28 @@ static int l4_offsets(const unsigned char *h, uint32_t n, uint16_t *start, uint1
 
 #define HEADER_PEEK 128u
 
+/* The first ``cap`` bytes of packet p, from its leading pieces in our own memory (a foreign or
+ * run piece's bytes are not ours to read here): how many, or -1 - frame for a piece outside mem.
+ * The caller has checked the pieces lie inside the vector. */
+static long gather_head(const struct xn_pkt *p, struct xn_buf vec_pieces, struct xn_buf mem, unsigned char *head,
+                        uint32_t cap)
+{
+    uint32_t have = 0;
+    for (uint32_t k = p->piece0; k < (uint32_t)p->piece0 + p->npieces && have < cap; k++) {
+        struct xn_piece pc;
+        XN_GET(pc, vec_pieces.p, k);
+        if ((pc.flags & XN_PIECE_RUN) || pc.domid != XN_DOMID_SELF)
+            break;
+        uint32_t take = pc.len < cap - have ? pc.len : cap - have;
+        uint64_t base = (uint64_t)pc.frame * XN_PAGE_SIZE + pc.offset;
+        if (base + take > mem.len)
+            return -1 - (long)pc.frame;
+        memcpy(head + have, mem.p + base, take);
+        have += take;
+    }
+    return have;
+}
+
 long xn_csum_setup(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t start, uint32_t npkts,
                    struct xn_buf mem, struct xn_err *err)
 {
@@ -206,21 +228,11 @@ long xn_csum_setup(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t st
         if (((uint64_t)p.piece0 + p.npieces) * sizeof(struct xn_piece) > vec_pieces.len)
             return xn_fail(err, "csum_setup: pieces past the vector");
         unsigned char head[HEADER_PEEK];
-        uint32_t have = 0;
-        for (uint32_t k = p.piece0; k < (uint32_t)p.piece0 + p.npieces && have < HEADER_PEEK; k++) {
-            struct xn_piece pc;
-            XN_GET(pc, vec_pieces.p, k);
-            if ((pc.flags & XN_PIECE_RUN) || pc.domid != XN_DOMID_SELF)
-                break; /* a foreign piece: its bytes are not ours to read here */
-            uint32_t take = pc.len < HEADER_PEEK - have ? pc.len : HEADER_PEEK - have;
-            uint64_t base = (uint64_t)pc.frame * XN_PAGE_SIZE + pc.offset;
-            if (base + take > mem.len)
-                return xn_fail(err, "csum_setup: frame %u outside memory", pc.frame);
-            memcpy(head + have, mem.p + base, take);
-            have += take;
-        }
+        long have = gather_head(&p, vec_pieces, mem, head, HEADER_PEEK);
+        if (have < 0)
+            return xn_fail(err, "csum_setup: frame %ld outside memory", -have - 1);
         uint16_t cs = 0, co = 0;
-        if (!l4_offsets(head, have, &cs, &co)) {
+        if (!l4_offsets(head, (uint32_t)have, &cs, &co)) {
             failed++;
             p.flags = (uint16_t)((p.flags & ~XN_PKT_CSUM_PARTIAL) | XN_PKT_CSUM_FAILED);
             p.csum_start = p.csum_offset = 0;
@@ -247,21 +259,11 @@ long xn_gso_check(struct xn_buf vec_pkts, struct xn_buf vec_pieces, uint32_t sta
         if (((uint64_t)p.piece0 + p.npieces) * sizeof(struct xn_piece) > vec_pieces.len)
             return xn_fail(err, "gso_check: pieces past the vector");
         unsigned char head[XN_GSO_HEADER_PEEK];
-        uint32_t have = 0;
-        for (uint32_t k = p.piece0; k < (uint32_t)p.piece0 + p.npieces && have < XN_GSO_HEADER_PEEK; k++) {
-            struct xn_piece pc;
-            XN_GET(pc, vec_pieces.p, k);
-            if ((pc.flags & XN_PIECE_RUN) || pc.domid != XN_DOMID_SELF)
-                break; /* a mapped piece is the guest's: the headers must be in what we pulled */
-            uint32_t take = pc.len < XN_GSO_HEADER_PEEK - have ? pc.len : XN_GSO_HEADER_PEEK - have;
-            uint64_t base = (uint64_t)pc.frame * XN_PAGE_SIZE + pc.offset;
-            if (base + take > mem.len)
-                return xn_fail(err, "gso_check: frame %u outside memory", pc.frame);
-            memcpy(head + have, mem.p + base, take);
-            have += take;
-        }
+        long have = gather_head(&p, vec_pieces, mem, head, XN_GSO_HEADER_PEEK);
+        if (have < 0)
+            return xn_fail(err, "gso_check: frame %ld outside memory", -have - 1);
         struct xn_l3l4 x;
-        int ok = l3l4(head, have, &x) && x.proto == 6 && x.l4 + x.l4_len == p.len;
+        int ok = l3l4(head, (uint32_t)have, &x) && x.proto == 6 && x.l4 + x.l4_len == p.len;
         if (ok && p.gso_type == XN_GSO_TCPV4)
             ok = x.version == 4;
         else if (ok && p.gso_type == XN_GSO_TCPV6)

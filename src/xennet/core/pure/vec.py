@@ -120,6 +120,24 @@ def vec_release(
     return ntags
 
 
+def _gather_head(vpc: memoryview, m: memoryview, piece0: int, npieces: int, cap: int, kernel: str) -> bytes:
+    """The first ``cap`` bytes of a packet, from its leading pieces in our own memory (a
+    foreign or run piece's bytes are not ours to read here).  The pieces lie in the vector."""
+    head = bytearray()
+    for k in range(piece0, piece0 + npieces):
+        if len(head) >= cap:
+            break
+        frame, off, plen, _ref, domid, pflags = PIECE.unpack_from(vpc, k * r.PIECE.size)
+        if pflags & r.PIECE_RUN or domid != DOMID_SELF:
+            break
+        take = min(plen, cap - len(head))
+        base = frame * r.PAGE_SIZE + off
+        if base + take > len(m):
+            raise ValueError(f"{kernel}: frame {frame} outside memory")
+        head += m[base : base + take]
+    return bytes(head)
+
+
 def _l4_offsets(h: bytes) -> tuple[int, int] | None:
     """(csum_start, csum_offset) of a TCP/UDP over IPv4/IPv6 frame's first bytes, or None."""
     got = _l3l4(h)
@@ -196,19 +214,7 @@ def gso_check(vec_pkts: Buffer, vec_pieces: Buffer, start: int, npkts: int, mem:
             continue
         if (piece0 + npieces) * r.PIECE.size > len(vpc):
             raise ValueError("gso_check: pieces past the vector")
-        head = bytearray()
-        for k in range(piece0, piece0 + npieces):
-            if len(head) >= r.GSO_HEADER_PEEK:
-                break
-            frame, off, plen, _ref, domid, pflags = PIECE.unpack_from(vpc, k * r.PIECE.size)
-            if pflags & r.PIECE_RUN or domid != DOMID_SELF:
-                break  # a mapped piece is the guest's: the headers must be in what we pulled
-            take = min(plen, r.GSO_HEADER_PEEK - len(head))
-            base = frame * r.PAGE_SIZE + off
-            if base + take > len(m):
-                raise ValueError(f"gso_check: frame {frame} outside memory")
-            head += m[base : base + take]
-        got = _l3l4(bytes(head))
+        got = _l3l4(_gather_head(vpc, m, piece0, npieces, r.GSO_HEADER_PEEK, "gso_check"))
         ok = (
             got is not None
             and got[3] == 6  # TCP
@@ -237,19 +243,7 @@ def csum_setup(vec_pkts: WBuffer, vec_pieces: Buffer, start: int, npkts: int, me
             continue
         if (piece0 + npieces) * r.PIECE.size > len(vpc):
             raise ValueError("csum_setup: pieces past the vector")
-        head = bytearray()
-        for k in range(piece0, piece0 + npieces):
-            if len(head) >= HEADER_PEEK:
-                break
-            frame, off, plen, _ref, domid, pflags = PIECE.unpack_from(vpc, k * r.PIECE.size)
-            if pflags & r.PIECE_RUN or domid != DOMID_SELF:
-                break  # a foreign piece: its bytes are not ours to read here
-            take = min(plen, HEADER_PEEK - len(head))
-            base = frame * r.PAGE_SIZE + off
-            if base + take > len(m):
-                raise ValueError(f"csum_setup: frame {frame} outside memory")
-            head += m[base : base + take]
-        got = _l4_offsets(bytes(head))
+        got = _l4_offsets(_gather_head(vpc, m, piece0, npieces, HEADER_PEEK, "csum_setup"))
         if got is None:
             failed += 1
             PKT.pack_into(
