@@ -124,3 +124,34 @@ def test_an_unparseable_partial_packet_goes_without_the_flag() -> None:
     assert complete_unoffered(vec, mem, 0, False, False) == (0, 1)
     assert not vec.packet(0).flags & r.PKT_CSUM_PARTIAL
     assert bytes(mem[:60]) == junk
+
+
+def test_a_tap_frame_with_csum_blank_is_completed_for_such_a_frontend(no_csum: LocalWorld) -> None:
+    """The TAP port's fast path: frames read straight into the pool (``commit``)."""
+    import os
+    import socket
+
+    from xennet.ports.tap import Tap
+    from xennet.ports.vnet import VIRTIO_NET_HDR_F_NEEDS_CSUM, VnetHdr
+
+    vif = no_csum.vif()
+    built = build_frame(ip=6, proto="udp", payload=PAYLOAD[:1000], csum="partial")  # under the MTU
+    needs = VIRTIO_NET_HDR_F_NEEDS_CSUM
+    hdr = VnetHdr(flags=needs, csum_start=built.csum_start, csum_offset=built.csum_offset)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        fd = os.dup(a.fileno())
+        os.set_blocking(fd, False)  # as a TAP is opened
+        tap = Tap(fd, "csum0", offloads=True, mtu=1500)
+        b.send(hdr.pack() + built.data)
+        assert vif.rx is not None
+        assert tap.read_into(vif.rx) == 1, (vif.rx.room(), tap.stats)
+        tap.close()
+    finally:
+        a.close()
+        b.close()
+    vif.kick_rx()
+    no_csum.pump()
+    (got,) = no_csum.to_guest[(1, 0)]
+    assert got != built.data and verify(got)
+    assert vif.stats.rx_soft_csum == 1
