@@ -380,3 +380,30 @@ def test_a_page_given_back_after_teardown_waits_for_a_backend_that_maps_it() -> 
         w.platforms[0].mapper.unmap(m)
         assert front.retry_revoke() == 0
         assert held(w) == ZERO
+
+
+def test_a_gso_packet_without_csum_blank_is_made_partial(world: LocalWorld) -> None:
+    """Linux's netfront forces CHECKSUM_PARTIAL on a GSO packet a backend sent without
+    csum_blank (rx_gso_checksum_fixup): its segments then each get their own checksum."""
+    from xennet.packet.frames import build_frame
+
+    frame = build_frame(ip=4, payload=bytes(range(256)) * 8).data  # final checksum, 2102 bytes
+    vif = world.vif()
+    assert vif.rx is not None
+    ring = vif.rx.ring
+    req, _ = ring.get_request(), ring.get_request()  # the extra info takes a slot too
+    m = world.platforms[0].mapper.map(1, [req.gref], True)
+    m.view[: len(frame)] = frame
+    world.platforms[0].mapper.unmap(m)
+    ring.put_response(req.id, 0, netif.NETRXF_extra_info, len(frame))
+    ring.put_response_bytes(netif.gso_extra(1448, netif.XEN_NETIF_GSO_TYPE_TCPV4))
+    ring.push_responses()
+    world.platforms[0].evtchn.notify(vif.rx_port)
+    world.pump()
+    front = world.fronts[(1, 0)]
+    assert errors(world) == {}
+    assert front.stats.rx_gso_checksum_fixup == 1 and front.stats.rx_gso_packets == 1
+    (got,) = world.to_guest[(1, 0)]
+    assert got[:50] == frame[:50] and got[54:] == frame[54:]  # only the checksum field changed
+    assert got[50:52] != frame[50:52]  # it holds the pseudo-header sum now
+    still_works(world)

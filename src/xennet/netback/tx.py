@@ -25,9 +25,9 @@ from ..core import kernels
 from ..core import records as r
 from ..core.pure.codecs import TX_PKT
 from ..core.vec import Packet, PacketVec
-from ..packet.csum import set_field
 from ..packet.frames import MAX_HEADER_LEN, Headers
 from ..packet.gso import GsoError, check_headers
+from ..packet.offload import gso_partial_fixup
 from ..packet.pool import PoolPages, set_offloads, vec_skbs
 from ..packet.skb import MAX_SKB_FRAGS, Buf, Foreign, Skb
 from ..platform.base import Mapping, Page, Platform, PlatformError
@@ -299,7 +299,7 @@ class TxQueue:
             try:
                 h = check_headers(head, p.len, p.gso_type)
                 if not p.flags & r.PKT_CSUM_PARTIAL:
-                    self._gso_checksum_fixup(j, p, h)
+                    self._gso_checksum_fixup(j, h)
                 continue
             except GsoError as exc:
                 name = r.TX_ERROR_NAMES[r.TxError.BAD_GSO_HEADERS]
@@ -314,10 +314,8 @@ class TxQueue:
             nslots += TX_PKT.unpack_from(self._pkts, j * r.TX_PKT.size)[1]
         return refused, nbytes, nslots
 
-    def _gso_checksum_fixup(self, j: int, p: Packet, h: Headers) -> None:
-        """A GSO packet without ``csum_blank``: made CHECKSUM_PARTIAL, its checksum field
-        reset to the pseudo-header sum, as Linux's netback does (``rx_gso_checksum_fixup``):
-        every segment cut from it then gets its own checksum.  The field is in the headers
+    def _gso_checksum_fixup(self, j: int, h: Headers) -> None:
+        """A GSO packet without ``csum_blank``: made partial; its headers are in the pieces
         we pulled (``check_headers`` saw them whole in our pages)."""
         mem = self.pages.view
         views = []
@@ -325,9 +323,7 @@ class TxQueue:
             if pc.domid != DOMID_SELF or pc.flags & r.PIECE_RUN:
                 break  # past the pulled headers: as in _check_gso
             views.append(mem[pc.frame * r.PAGE_SIZE + pc.offset :][: pc.len])
-        set_field(views, h.l4_off + h.csum_offset, h.pseudo_sum())
-        flags = (p.flags | r.PKT_CSUM_PARTIAL) & ~r.PKT_DATA_VALIDATED
-        self.vec.set_packet(j, p._replace(flags=flags, csum_start=h.l4_off, csum_offset=h.csum_offset))
+        gso_partial_fixup(self.vec, j, h, views)
         self.stats.tx_gso_checksum_fixup += 1
 
     def _count_csum_failures(self, npkts: int) -> None:

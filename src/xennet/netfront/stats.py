@@ -39,6 +39,7 @@ class NetfrontStats:
     rx_slots: int = 0
     rx_slots_dropped: int = 0  # slots (data and extra) of packets dropped with an rx error
     rx_gso_packets: int = 0  # arrived with a GSO extra
+    rx_gso_checksum_fixup: int = 0  # ... without csum_blank: made partial, as Linux does
     notifications_sent: int = 0
     events: int = 0
     spurious_events: int = 0

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from ..core.records import PKT_CSUM_PARTIAL
+from ..core.records import PKT_CSUM_PARTIAL, PKT_DATA_VALIDATED
 from ..core.vec import PacketVec
 from ..platform.base import PAGE_SIZE
-from .csum import BytesLike, CsumError, complete_views
+from .csum import BytesLike, CsumError, complete_views, set_field
 from .frames import FrameError, Headers, parse_l3l4
 from .skb import Skb
 
@@ -81,3 +81,14 @@ def complete_unoffered(
             log.warning("cannot complete a checksum the peer does not offload: %s", exc)
         vec.set_packet(j, p._replace(flags=p.flags & ~PKT_CSUM_PARTIAL))
     return done, bad
+
+
+def gso_partial_fixup(vec: PacketVec, j: int, h: Headers, views: Sequence[memoryview]) -> None:
+    """Packet ``j``, a GSO packet that came without ``csum_blank``: made CHECKSUM_PARTIAL,
+    its checksum field reset to the pseudo-header sum (``views``: its leading bytes, holding
+    the headers ``h``), as both Linux drivers do (``rx_gso_checksum_fixup``), so every
+    segment cut from it gets its own checksum."""
+    set_field(views, h.l4_off + h.csum_offset, h.pseudo_sum())
+    p = vec.packet(j)
+    flags = (p.flags | PKT_CSUM_PARTIAL) & ~PKT_DATA_VALIDATED
+    vec.set_packet(j, p._replace(flags=flags, csum_start=h.l4_off, csum_offset=h.csum_offset))
