@@ -176,6 +176,19 @@ def test_grant_table_full(world: SimWorld) -> None:
         assert p.grants.grant_access(0, 0, readonly=True) == refs[0]
 
 
+def test_grant_many_is_all_or_nothing(world: SimWorld) -> None:
+    """A batch that fails part-way (here the table fills) ends the grants it made."""
+    world.create_domain(3, nr_frames=16, nr_grant_entries=12)
+    with world.platform(3) as p:
+        free = 12 - GNTTAB_NR_RESERVED_ENTRIES
+        with pytest.raises(PlatformError, match="full"):
+            p.grants.grant_many(0, [0] * (free + 1), readonly=True)
+        assert p.accounting().grants == 0
+        refs = p.grants.grant_many(0, [0] * free, readonly=True)
+        assert len(set(refs)) == free and p.accounting().grants == free
+        assert p.grants.end_many(refs) == [] and p.accounting().grants == 0
+
+
 def test_copy_every_direction(world: SimWorld, pair: tuple[SimPlatform, SimPlatform]) -> None:
     p0, p1 = pair
     world.create_domain(2, nr_frames=16)

@@ -28,6 +28,7 @@ PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 MAX_ORDER = 4  # compound pages of up to 16 frames
 
+
 class PlatformError(Exception):
     """A hypervisor service refused an operation; the message says which and why.
 
@@ -165,6 +166,18 @@ class GrantTable(Protocol):
         ...
 
     def is_mapped(self, ref: int) -> bool: ...
+
+
+def grant_all_or_none(table: GrantTable, domid: int, frames: Sequence[int], readonly: bool) -> list[int]:
+    """``grant_many`` out of ``grant_access``: a failure part-way ends the grants made so far."""
+    refs: list[int] = []
+    try:
+        for frame in frames:
+            refs.append(table.grant_access(domid, frame, readonly))
+    except PlatformError:
+        table.end_many(refs)
+        raise
+    return refs
 
 
 class GrantMapper(Protocol):

@@ -31,7 +31,7 @@ from ...abi.grant_table import (
 )
 from ...core import kernels
 from ...core.vec import buffer_address
-from ..base import PAGE_SIZE, GrantCopy, PlatformError, copy_by_segments
+from ..base import PAGE_SIZE, GrantCopy, PlatformError, copy_by_segments, grant_all_or_none
 from .layout import (
     ACTIVE,
     ACTIVE_CODEC,
@@ -164,14 +164,7 @@ class SimGrantTable:
         return ref
 
     def grant_many(self, domid: int, frames: Sequence[int], readonly: bool) -> list[int]:
-        refs: list[int] = []
-        try:
-            for frame in frames:
-                refs.append(self.grant_access(domid, frame, readonly))
-        except PlatformError:
-            self.end_many(refs)
-            raise
-        return refs
+        return grant_all_or_none(self, domid, frames, readonly)
 
     def end_many(self, refs: Sequence[int]) -> list[int]:
         """One LOCK_GRANT for the batch; returns the refs the peer still maps."""

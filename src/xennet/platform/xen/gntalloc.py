@@ -55,7 +55,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Literal
 
-from ..base import MAX_ORDER, PAGE_SIZE, Page, PlatformError
+from ..base import MAX_ORDER, PAGE_SIZE, Page, PlatformError, grant_all_or_none
 from ..buddy import Buddy
 from . import uapi
 from .device import DEV_DIR, XenDeviceError, ioctl, mapping_address, mmap_device, open_device
@@ -328,14 +328,7 @@ class XenGrantTable:
         return ref
 
     def grant_many(self, domid: int, frames: Sequence[int], readonly: bool) -> list[int]:
-        refs: list[int] = []
-        try:
-            for frame in frames:
-                refs.append(self.grant_access(domid, frame, readonly))
-        except PlatformError:
-            self.end_many(refs)
-            raise
-        return refs
+        return grant_all_or_none(self, domid, frames, readonly)
 
     def end_access(self, ref: int) -> bool:
         frame = self.memory.gref_frame(ref)
