@@ -407,3 +407,27 @@ def test_a_gso_packet_without_csum_blank_is_made_partial(world: LocalWorld) -> N
     assert got[:50] == frame[:50] and got[54:] == frame[54:]  # only the checksum field changed
     assert got[50:52] != frame[50:52]  # it holds the pseudo-header sum now
     still_works(world)
+
+
+def test_a_backend_cannot_flood_the_guest_log(world: LocalWorld, caplog: pytest.LogCaptureFixture) -> None:
+    """Every bad packet is counted; the log gets one line per kind every few seconds, and the
+    next says how many it held back (netback's rule, at the frontend)."""
+    front = world.fronts[(1, 0)]
+    assert front.rx is not None
+    now = [1000.0]
+    front.rx.log.clock = lambda: now[0]
+    caplog.set_level(logging.WARNING, logger="xennet.netfront.rx")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "xennet.netfront.rx"]
+
+    respond(world, [(4000, 0, 200)] * 10)
+    assert errors(world) == {"offset_size_past_page": 10}
+    assert lines() == ["rx: dropping a packet: offset_size_past_page"]
+    respond(world, [(4000, 0, 200)] * 3)
+    assert len(lines()) == 1  # still inside the interval
+    now[0] += 5.0
+    respond(world, [(4000, 0, 200)])
+    assert errors(world) == {"offset_size_past_page": 14}
+    assert lines()[1] == "rx: dropping a packet: offset_size_past_page (12 more like this not logged)"
+    still_works(world)

@@ -32,8 +32,9 @@ from ..packet.pool import PoolPages, set_offloads, vec_skbs
 from ..packet.skb import MAX_SKB_FRAGS, Buf, Foreign, Skb
 from ..platform.base import Mapping, Page, Platform, PlatformError
 from ..ring import BackRing, RingOverflow
+from ..xenbus.ratelog import RateLimitedLog
 from .errors import FatalFrontendError
-from .stats import RateLimitedLog, VifStats, grant_error_key
+from .stats import VifStats, grant_error_key
 
 log = logging.getLogger(__name__)
 

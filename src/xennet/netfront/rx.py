@@ -28,6 +28,7 @@ from ..packet.pool import PoolPages, Revoke, vec_skbs
 from ..packet.skb import Skb
 from ..platform.base import Page, Platform
 from ..ring import FrontRing
+from ..xenbus.ratelog import RateLimitedLog
 from .stats import Drop, NetfrontStats
 from .tx import DeviceBroken, Grants
 
@@ -64,6 +65,7 @@ class RxQueue:
         self.platform = platform
         self.backend_domid = backend_domid
         self.stats = stats
+        self.log = RateLimitedLog(log)  # what a backend does wrong, without flooding the log
         self.gso = gso  # we offered feature-gso-*: the backend may send GSO extra info
         self._gso_idx = bytearray(4 * 256)  # gso_check: the packets to judge here (grown if needed)
         self.grants: Grants = grants
@@ -262,7 +264,7 @@ class RxQueue:
                 self.stats.rx_errors[reason] += 1
                 _f, nslots, nextras, *_ = RX_PKT.unpack_from(self._pkts, j * r.RX_PKT.size)
                 self.stats.rx_slots_dropped += nslots + nextras
-                log.warning("rx: dropping a packet: %s", reason)
+                self.log.warning(reason, "rx: dropping a packet: %s", reason)
 
     def _csum_failures(self, start: int, end: int) -> None:
         for j in range(start, end):
@@ -302,8 +304,9 @@ class RxQueue:
                     self.stats.rx_gso_checksum_fixup += 1
                 continue
             except GsoError as exc:
-                self.stats.rx_errors[r.RX_ERROR_NAMES[r.RxError.BAD_GSO_HEADERS]] += 1
-                log.warning("rx: dropping a GSO packet: %s", exc)
+                name = r.RX_ERROR_NAMES[r.RxError.BAD_GSO_HEADERS]
+                self.stats.rx_errors[name] += 1
+                self.log.warning(name, "rx: dropping a GSO packet: %s", exc)
             self.stats.rx_packets -= 1
             self.stats.rx_bytes -= p.len
             self.stats.rx_gso_packets -= 1

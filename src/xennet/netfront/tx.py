@@ -48,6 +48,7 @@ from ..packet.skb import (
 )
 from ..platform.base import PAGE_SIZE, Platform
 from ..ring import FrontRing
+from ..xenbus.ratelog import RateLimitedLog
 from .slotpolicy.policies import TooManySlotsPolicy
 from .stats import Drop, NetfrontStats
 
@@ -94,6 +95,7 @@ class TxQueue:
         self.platform = platform
         self.backend_domid = backend_domid
         self.stats = stats
+        self.log = RateLimitedLog(log)  # what a backend does wrong, without flooding the log
         self.features = features or TxFeatures()
         self.policy: TooManySlotsPolicy = policy or policy_for("linearize")
         self.grants: Grants = grants
@@ -433,7 +435,7 @@ class TxQueue:
             if ref in kept:
                 # The backend still maps a page it answered for: never recycle it (XSA-396).
                 self.stats.tx_errors["backend_kept_mapping"] += 1
-                log.error("tx: backend still maps grant %d after answering for it", ref)
+                self.log.warning("backend_kept_mapping", "tx: backend still maps answered grant %d", ref)
                 if frame != r.NONE32:
                     self.revoke.append(Revoke([ref], [self.pages.page(frame)], self.pages))
                 elif tag is not None:
