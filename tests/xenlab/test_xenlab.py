@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -213,11 +214,11 @@ def test_run_resends_a_garbled_line(
     real_send = fake_lab.send
     garbled: list[str] = []
 
-    def lossy(text: str) -> None:
+    def lossy(text: str, slower: int = 0) -> None:
         if text.startswith("xlrun") and not garbled:
             garbled.append(text)
             text = text[:where] + (text[where + 1 :] if where != -1 else "")  # -1: the newline
-        real_send(text)
+        real_send(text, slower)
 
     monkeypatch.setattr(fake_lab, "send", lossy)
     counter = tmp_path / "counter"
@@ -225,6 +226,33 @@ def test_run_resends_a_garbled_line(
     # a lost newline is made good by the bare newline that follows silence; the rest are resent
     assert (rc, out.strip(), fake_lab.retransmits) == (0, "1", 0 if where == -1 else 1)
     assert garbled
+
+
+class _BurstLossyPipe:
+    """A serial line that drops the last byte of any burst over ``limit`` bytes, as a UART
+    whose FIFO overflows while a loaded host's dom0 is not draining it."""
+
+    def __init__(self, pipe: IO[bytes], limit: int) -> None:
+        self.pipe, self.limit = pipe, limit
+
+    def write(self, data: bytes) -> int:
+        return self.pipe.write(data[:-1] if len(data) > self.limit else data)
+
+    def flush(self) -> None:
+        self.pipe.flush()
+
+
+def test_run_backs_off_until_the_line_gets_through(fake_lab: Lab) -> None:
+    """Every burst of 32 or 16 bytes loses a byte: the line is resent in smaller, slower bursts
+    until it arrives whole, and runs once."""
+    assert fake_lab.proc.stdin is not None
+    pipe = fake_lab.proc.stdin
+    fake_lab.proc.stdin = _BurstLossyPipe(pipe, limit=8)  # type: ignore[assignment]
+    try:
+        rc, out = fake_lab.run("echo through", timeout=10)
+    finally:
+        fake_lab.proc.stdin = pipe
+    assert (rc, out.strip(), fake_lab.retransmits) == (0, "through", 2)
 
 
 def test_wait_for_timeout_has_console_tail(fake_lab: Lab) -> None:

@@ -151,30 +151,34 @@ class Lab:
         with self._cond:
             return len(self._buf)
 
-    def send(self, text: str) -> None:
+    def send(self, text: str, slower: int = 0) -> None:
         """Type ``text`` into the console, paced: Xen's serial RX ring is small and, under TCG, dom0
-        drains it slowly, so a fast burst loses characters."""
+        drains it slowly, so a fast burst loses characters.  Each step of ``slower`` halves the
+        burst and adds a pause: a loaded host drains the ring slower still."""
         assert self.proc.stdin is not None
         data = text.encode()
+        chunk = max(4, self.send_chunk >> slower)
+        delay = self.send_delay * (1 + slower)
         try:
-            for i in range(0, len(data), self.send_chunk):
+            for i in range(0, len(data), chunk):
                 if i:
-                    time.sleep(self.send_delay)
-                self.proc.stdin.write(data[i : i + self.send_chunk])
+                    time.sleep(delay)
+                self.proc.stdin.write(data[i : i + chunk])
                 self.proc.stdin.flush()
         except (BrokenPipeError, ValueError) as e:
             raise LabError("qemu console closed") from e
 
     # -- commands ----------------------------------------------------------------------------------
     def run(
-        self, cmd: str, timeout: float = 60.0, *, start_timeout: float = 30.0, retries: int = 4
+        self, cmd: str, timeout: float = 60.0, *, start_timeout: float = 30.0, retries: int = 6
     ) -> tuple[int, str]:
         """Run ``cmd`` with bash in dom0; returns (exit code, combined stdout+stderr, CRs removed).
 
         The command goes as one line ``xlrun TAG TIMEOUT MD5 BASE64`` (guest.CONSOLE_RC): no quoting
         issues, and the typed line never contains the joined marker text.  dom0 checks the md5 over
         the whole line first; a line that lost characters on the serial line runs nothing and is
-        sent again (up to ``retries`` times, then rc 255 and ``XLCORRUPT``).  The command runs under
+        sent again, each time in smaller, slower bursts (up to ``retries`` times, then rc 255 and
+        ``XLCORRUPT``).  The command runs under
         coreutils ``timeout`` (rc 124 when that kills it), stdin /dev/null, and its output is taken
         between unique begin/end markers.
         """
@@ -188,7 +192,7 @@ class Lab:
                 md5 = hashlib.md5(f"{tag} {tmo} {b64}".encode()).hexdigest()
                 start = self._mark()
                 # line_kill (^U) first: drops what a lost newline may have left in dom0's line buffer
-                self.send(f"{self.line_kill}xlrun {tag} {tmo} {md5} {b64}\n")
+                self.send(f"{self.line_kill}xlrun {tag} {tmo} {md5} {b64}\n", slower=attempt)
                 ack = re.compile(rb"XLB_" + tag.encode() + rb"\r*\n|XLNAK|command not found")
                 try:
                     b = self.wait_for(ack, min(self.nudge_after, start_timeout), start)
