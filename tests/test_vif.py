@@ -346,6 +346,25 @@ def test_backend_without_rx_copy_is_refused_by_the_frontend(world: LocalWorld) -
     assert held(world)[1] == ZERO
 
 
+def test_a_backend_that_fails_us_is_retried_once_per_state_change_not_forever(world: LocalWorld) -> None:
+    """Our own state write is no news of the backend: a backend that stays in InitWait with
+    keys we refuse gets one retry each time it writes its state, not a reconnect loop."""
+    front = world.attach(start=False)
+    world.pump()
+    vif = world.vif()
+    world.toolstack.write(f"{vif.dev.nodename}/feature-rx-copy", "0")
+    front.start()
+    world.pump(max_rounds=2000)
+    assert front.broken and front.dev.state == S.Closed
+    before = len(front.dev.transitions)
+    for _ in range(3):  # the backend says InitWait again (a restart, or a hostile one)
+        world.toolstack.write(f"{vif.dev.nodename}/state", str(int(S.InitWait)))
+        world.pump(max_rounds=2000)  # raised "a livelock" before: our Closed re-read its InitWait
+        assert front.broken and front.dev.state == S.Closed
+    assert len(front.dev.transitions) - before <= 3 * 4  # one try each: Initialising, Closing, Closed
+    assert held(world)[1] == ZERO
+
+
 def test_spurious_events_are_counted_and_ignored(world: LocalWorld) -> None:
     front = world.attach()
     vif = world.vif()
@@ -408,3 +427,46 @@ def test_rx_stall_log_says_how_long_and_how_many_slots(
     assert "for 250 ms (limit 200 ms)" in lines[0], lines[0]
     assert p1.grants.end_access(ref)
     p1.memory.free(page)
+
+
+@pytest.mark.parametrize("batch_slots", [64, 256])
+def test_a_pass_answers_the_packets_within_batch_slots_and_leaves_the_rest(batch_slots: int) -> None:
+    """netback answers the packets that start within ``batch_slots`` ring entries, then takes
+    the rest in a second pass: the frontend can refill while the rest is copied.  A packet
+    across the line is taken whole; nothing is lost or answered twice."""
+    from xennet.netback.interface import NetbackConfig
+    from xennet.netback.tx import TxLimits
+
+    config = NetbackConfig(tx_limits=TxLimits(batch_slots=batch_slots))
+    with LocalWorld(backend_config=config) as world:
+        world.attach()
+        front, vif = world.fronts[(1, 0)], world.vif()
+        assert front.tx is not None and vif.tx is not None
+        _mute_frontend(world)
+        p1 = world.platforms[1]
+        page = p1.memory.alloc(0)
+        page.view[:100] = bytes(14) + bytes(range(86))
+        ref = p1.grants.grant_access(0, page.frame, readonly=True)
+        more = netif.NETTXF_more_data
+        # entries 0..61: one-slot packets; 62..65: a 4-slot packet across entry 64; 66..75: ten more
+        slots = [(ref, 0, 0, i, 60) for i in range(62)]
+        slots += [(ref, 0, more, 62, 400), (ref, 0, more, 63, 100), (ref, 0, more, 64, 100)]
+        slots += [(ref, 0, 0, 65, 200)]
+        slots += [(ref, 0, 0, i, 60) for i in range(66, 76)]
+        for s in slots:
+            front.tx.ring.put_request(*s)
+        front.tx.ring.push_requests()
+        passes = []
+        while True:
+            batch = vif.tx.process()
+            passes.append((batch.vec.npkts, vif.tx.ring.req_cons))
+            vif.tx.release(batch.vec)
+            if not vif.tx.more():
+                break
+        assert passes == ([(63, 66), (10, 76)] if batch_slots == 64 else [(73, 76)])
+        rsps = [front.tx.ring.get_response() for _ in range(front.tx.ring.unconsumed_responses())]
+        assert sorted(r.id for r in rsps) == list(range(76))
+        assert {r.status for r in rsps} == {netif.NETIF_RSP_OKAY}
+        assert vif.stats.tx_packets == 73 and vif.stats.tx_slots == 76
+        assert p1.grants.end_access(ref)
+        p1.memory.free(page)

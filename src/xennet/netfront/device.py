@@ -132,6 +132,10 @@ class Netfront:
                     )
                 self._handshake.handle(Event.DETACHED)
                 return
+            if path != f"{self.dev.otherend}/state":
+                # our own state changed (we wrote it): that is no news of the backend.  Taking
+                # it as news would retry a backend that just failed us at once, forever.
+                return
             event = self.dev.peer_event()
         except (XenstoreError, PlatformError) as exc:
             self._fail(f"handshake: {exc}")
