@@ -197,6 +197,14 @@ def test_every_slot_policy_is_a_vif_option(policy: str) -> None:
     assert drivers.back.tx_limits.data == "map" and drivers.back.rx_packing == "seed"
 
 
+def test_tx_batch_is_a_vif_option_checked_when_built() -> None:
+    assert vif_config(())[1].back.tx_limits.batch_slots == 64
+    assert vif_config(("tx_batch=256", "data=map"))[1].back.tx_limits.batch_slots == 256
+    for bad in ("tx_batch=0", "tx_batch=257", "tx_batch=many"):
+        r = CliRunner().invoke(main, ["xen", "netback", bad])
+        assert r.exit_code == 2 and bad in r.output and "1..256" in r.output, r.output
+
+
 @pytest.mark.parametrize("policy", ["segment+linearize", "segment+relayout"])
 def test_pktgen_runs_the_composed_policies(policy: str) -> None:
     r = CliRunner().invoke(

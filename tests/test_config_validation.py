@@ -39,6 +39,8 @@ BAD: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ("tx data", lambda: TxLimits(data="mmap"), ("data", "copy", "map")),  # type: ignore[arg-type]
     ("tx max_slots", lambda: TxLimits(max_slots=30, fatal_slots=21), ("max_slots", "fatal_slots")),
     ("tx copy_len", lambda: TxLimits(copy_len=1), ("copy_len",)),
+    ("tx batch_slots", lambda: TxLimits(batch_slots=0), ("batch_slots", "1..256")),
+    ("tx batch_slots", lambda: TxLimits(batch_slots=257), ("batch_slots", "1..256")),
     ("vif mac", lambda: VifSpec(mac="00:16:3e"), ("mac",)),
     ("vif mtu", lambda: VifSpec(mtu=20), ("mtu",)),
     ("link mac", lambda: LinkConfig(mac="zz"), ("mac",)),

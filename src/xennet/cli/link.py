@@ -17,7 +17,8 @@ from .vif import vif_config, vif_help
     help=f"""A paravirtual link between two network namespaces, with real Linux traffic.
 
     VIF options follow xl: mac=00:16:3e:xx:xx:xx mtu=1500 queues=1, plus {vif_help()},
-    poll_us=N (busy-poll each end this long before sleeping).  guests=N (2 or more) makes it
+    poll_us=N (busy-poll each end this long before sleeping), tx_batch=N (ring entries netback
+    answers per pass, 1..256; default 64).  guests=N (2 or more) makes it
     ``xennet switch N``: N guests on a learning bridge in the driver domain.
     """
 )

@@ -119,7 +119,7 @@ def _print(v: dict[str, Any]) -> None:
     both ways, measures a Linux bridge of veths in the same run, and fails unless everything
     answered and (data=map) nothing was staged in backend memory.
 
-    VIF options (every guest's): mtu=1500, {vif_help()}, poll_us=N.
+    VIF options (every guest's): mtu=1500, {vif_help()}, poll_us=N, tx_batch=N.
     """
 )
 @click.argument("guests", type=click.IntRange(2, MAX_GUESTS))

@@ -12,7 +12,7 @@ from ..netfront.device import NetfrontConfig
 from ..xenbus.toolstack import VifSpec
 from .choices import VIF_CHOICES
 
-VIF_KEYS = ("mac", "mtu", "queues", *VIF_CHOICES, "poll_us")
+VIF_KEYS = ("mac", "mtu", "queues", *VIF_CHOICES, "poll_us", "tx_batch")
 
 
 def vif_help(*keys: str) -> str:
@@ -60,6 +60,11 @@ def vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], Drivers]:
     for key, allowed in VIF_CHOICES.items():
         if key in o and o[key] not in allowed:
             raise click.BadParameter(f"{key}={o[key]}: choose one of {', '.join(allowed)}")
+    batch = o.get("tx_batch", str(TxLimits.batch_slots))
+    try:
+        limits = TxLimits(data=o.get("data", "copy"), batch_slots=int(batch))  # type: ignore[arg-type]
+    except ValueError as exc:  # a data= choice is checked above: this is tx_batch
+        raise click.BadParameter(f"tx_batch={batch}: ring entries a pass answers, 1..256 ({exc})") from None
     return o, Drivers(
         mac=o.get("mac", "00:16:3e:00:00:01").lower(),
         mtu=mtu,
@@ -69,7 +74,7 @@ def vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], Drivers]:
             grants=o.get("grants", "pool"),  # type: ignore[arg-type]  # checked above
         ),
         back=NetbackConfig(
-            tx_limits=TxLimits(data=o.get("data", "copy")),  # type: ignore[arg-type]  # checked above
+            tx_limits=limits,
             rx_packing=o.get("packing", "full"),
             rx_admission=o.get("admission", "fit-or-wait"),
         ),

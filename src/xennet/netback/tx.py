@@ -60,6 +60,9 @@ class TxLimits:
     fatal_slots: int = 21  # a packet of more slots disconnects the frontend (fatal_skb_slots + 1)
     copy_len: int = 128  # bytes pulled into the linear head (XEN_NETBACK_TX_COPY_LEN)
     data: Literal["copy", "map"] = "copy"
+    # a pass answers the packets that start within this many ring entries, then the next
+    # pass takes the rest: the frontend refills while we copy (a ring's worth: one pass)
+    batch_slots: int = 64
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_slots <= self.fatal_slots <= 64:
@@ -70,6 +73,8 @@ class TxLimits:
             raise ValueError(f"tx limits: copy_len {self.copy_len} outside 14..4096")
         if self.data not in ("copy", "map"):
             raise ValueError(f"tx limits: data={self.data!r}: copy or map")
+        if not 1 <= self.batch_slots <= MAX_BATCH:
+            raise ValueError(f"tx limits: batch_slots {self.batch_slots} outside 1..{MAX_BATCH}")
 
 
 def _fatal_message(code: int, a: int, b: int) -> str:
@@ -150,8 +155,9 @@ class TxQueue:
     # --- the loop -----------------------------------------------------------------------
 
     def process(self) -> TxBatch:
-        """Consume one batch of pending requests (up to a ring's worth).  The caller delivers
-        the batch, releases ``vec`` with ``release``, and calls again while ``more()``."""
+        """Consume one pass of pending requests (the packets starting within ``batch_slots``
+        entries).  The caller delivers the batch, releases ``vec`` with ``release``, and calls
+        again while ``more()``."""
         ring = self.ring
         vec = self.vec
         vec.clear()
@@ -175,6 +181,8 @@ class TxQueue:
             self._fault = FatalFrontendError(r.TX_FATAL_NAMES[fatal], _fatal_message(fatal, a, b))
             if not npkts:
                 raise self._fault
+        elif consumed > lim.batch_slots:
+            npkts, consumed = self._cut(npkts, consumed)
         ring.req_cons = (ring.req_cons + consumed) & 0xFFFFFFFF
         nseg = self._build(npkts, consumed)
         if nseg:
@@ -211,6 +219,22 @@ class TxQueue:
     def more(self) -> bool:
         """Requests are still pending (or a fault): process again.  False re-arms the event."""
         return self._fault is not None or self.ring.final_check_for_requests()
+
+    def _cut(self, npkts: int, consumed: int) -> tuple[int, int]:
+        """This pass ends before the first packet that starts at or past ``batch_slots``
+        entries (it stays on the ring, read again next pass): its answers go out while the
+        frontend refills and the rest is copied.  Returns (packets, entries) taken."""
+        cut = self.limits.batch_slots
+        lo, hi, k = 1, npkts - 1, npkts
+        while lo <= hi:  # packets' first entries rise: a binary search
+            mid = (lo + hi) // 2
+            if TX_PKT.unpack_from(self._pkts, mid * r.TX_PKT.size)[0] >= cut:
+                k, hi = mid, mid - 1
+            else:
+                lo = mid + 1
+        if k == npkts:
+            return npkts, consumed
+        return k, TX_PKT.unpack_from(self._pkts, k * r.TX_PKT.size)[0]
 
     def _build(self, npkts: int, nreqs: int) -> int:
         """Plan every packet of the batch into the pool, grown first to what the worst case
