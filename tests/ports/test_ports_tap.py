@@ -341,3 +341,36 @@ def test_deleted_link_raises_tap_gone(netns: Netns, pages: HeapPages, op: str) -
     finally:
         tap.close()
     assert pages.live == 0
+
+
+def test_read_into_says_when_it_emptied_the_tap(tap_on: tuple[Netns, Tap]) -> None:
+    """``read_into`` into a vif's rx queue (the pool fast path): a call that stops at its
+    budget leaves ``drained`` false (read again); one that ends on EAGAIN sets it, so the
+    serve loop does not pay a failing readv before the TAP is readable again."""
+    from xennet.world.local import LocalWorld
+
+    ns, tap = tap_on
+    s = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with LocalWorld() as world:
+        world.attach()
+        vif = world.vif()
+        assert vif.rx is not None
+        try:
+            ns.add_neighbor(tap.name, PEER_V4, PEER_MAC)
+            for i in range(3):
+                s.sendto(b"drain %d" % i, (PEER_V4, 9999))
+            assert tap.read_into(vif.rx, budget=2) == 2
+            assert not tap.drained
+            got, calls = 2, 0
+            while not tap.drained:  # the third datagram, and any IPv6 chatter queued with it
+                got += tap.read_into(vif.rx, budget=2)
+                calls += 1
+                assert calls < 50
+            assert tap.read_into(vif.rx) == 0 and tap.drained
+        finally:
+            s.close()
+        vif.kick_rx()
+        world.pump()
+        udp = [bytes(Ether(f)[UDP].payload) for f in world.to_guest[(1, 0)] if Ether(f).haslayer(UDP)]
+        assert udp == [b"drain 0", b"drain 1", b"drain 2"]
+        assert len(world.to_guest[(1, 0)]) == got == tap.stats.rx_packets

@@ -299,13 +299,20 @@ class Vif:
                 tx = self.tx
                 while True:
                     batch = tx.process()
-                    if batch.notify:
+                    # the ring emptied (a lone packet, a burst's tail): the packet goes to
+                    # the host before the frontend is woken for its answers, so a ping's
+                    # reply is not queued behind the frontend's wake-up; with requests still
+                    # waiting, the answers go first, so the frontend refills while we copy
+                    late = batch.notify and sink is not None and not tx.ring.unconsumed_requests()
+                    if batch.notify and not late:
                         self._notify(self.tx_port)
                     if sink is not None:
                         try:
                             sink(batch)
                         finally:
                             tx.release(batch.vec)
+                            if late:
+                                self._notify(self.tx_port)
                     else:
                         skbs.extend(tx.skbs(batch.vec))
                         skbs.extend(batch.skbs)

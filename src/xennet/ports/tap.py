@@ -183,6 +183,9 @@ class Tap:
         self._hdr = bytearray(VNET_HDR_LEN)
         self._scratch = bytearray(0)  # read_into's landing buffer
         self._wbuf = bytearray(MAX_TAP_FRAME)  # write_vec gathers multi-piece packets here
+        # read_into's last call emptied the TAP (it ended on EAGAIN): reading again before the
+        # loop says readable would only cost a failing readv
+        self.drained = False
 
     @classmethod
     def open(
@@ -324,8 +327,10 @@ class Tap:
         """Read up to ``budget`` frames into packets of ``prod``'s vector, on its pool pages:
         one ``readv`` into a buffer of the TAP's, then one kernel call copies the frame into
         pool frames with its offload state.  Returns frames read (dropped ones are counted
-        in ``stats.rx_drops``, not returned).  TapGone if the device is gone."""
+        in ``stats.rx_drops``, not returned); ``drained`` says whether the TAP was emptied.
+        TapGone if the device is gone."""
         room = min(budget, prod.room())
+        self.drained = False
         if room <= 0:
             return 0
         limit = self._max_frame() if max_frame is None else max_frame
@@ -347,6 +352,7 @@ class Tap:
                     continue
                 except OSError as e:
                     if e.errno in _AGAIN:
+                        self.drained = True
                         break
                     if e.errno in _GONE:
                         raise self._gone(e.errno, "read") from None

@@ -172,7 +172,7 @@ def serve_netfront(
         try:
             if pcap is None:
                 for _ in range(8):
-                    if not tap.read_into(tx, budget=64):
+                    if not tap.read_into(tx, budget=64) or tap.drained:
                         break
             else:
                 while not tx.stopped:
@@ -359,7 +359,7 @@ def serve_netback(
                 return
             if pcap is None and rx.room():
                 for _ in range(8):
-                    if not tap.read_into(rx, budget=64):
+                    if not tap.read_into(rx, budget=64) or tap.drained:
                         break
             else:
                 while vif.connected:
