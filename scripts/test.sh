@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-echo "== ruff"; ruff check src lab tests
+echo "== ruff"; ruff check src lab tests && ruff format --check src lab tests
 echo "== mypy"; mypy
 # install.sh installed every tool the tests need, so a skip means a missing install step: it fails
 export XENNET_STRICT_SKIPS=${XENNET_STRICT_SKIPS:-1}

@@ -122,9 +122,7 @@ def test_xennet_netback_serves_kernel_netfront(lab: Lab, record_property: pytest
     t0 = time.monotonic()
     name, port, mac = "xnb", 7002, "00:16:3e:00:00:20"
     back_ip, domu_ip = f"{PYVIF_NET}.1", f"{PYVIF_NET}.2"
-    start_bg(
-        lab, "xfer-nb", f"python3 -m xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening"
-    )
+    start_bg(lab, "xfer-nb", f"python3 -m xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening")
     start_bg(
         lab,
         "netback",
@@ -193,9 +191,7 @@ def test_xennet_netfront_talks_to_kernel_netback(
     k = ("pool", "per-packet").index(grants)
     name, port, mac = f"xnf{k}", 7003 + k, f"00:16:3e:00:00:3{k}"
     domu_ip = f"192.0.2.{30 + k}"
-    start_bg(
-        lab, "xfer-nf", f"python3 -m xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening"
-    )
+    start_bg(lab, "xfer-nf", f"python3 -m xenlab.transfer serve --port {port} --bind 0.0.0.0", "listening")
     script = (
         "lsmod | grep -q '^xen_netfront' && echo '=== xen-netfront is loaded: FAILED'\n"
         f"python3 -m xennet -v xen netfront --tap xnf0 --address {domu_ip}/24 --json grants={grants}"
