@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +13,8 @@ from hypothesis import strategies as st
 
 from xennet.abi import netif
 from xennet.abi.ring import REQ_PROD
-from xennet.netfront.device import NetfrontConfig
+from xennet.netback.interface import Vif
+from xennet.netfront.device import Netfront, NetfrontConfig
 from xennet.world.local import LocalWorld
 from xennet.xenbus.states import XenbusState as S
 from xennet.xenbus.toolstack import VifSpec
@@ -429,11 +432,11 @@ def test_rx_stall_log_says_how_long_and_how_many_slots(
     p1.memory.free(page)
 
 
-@pytest.mark.parametrize("batch_slots", [64, 256])
-def test_a_pass_answers_the_packets_within_batch_slots_and_leaves_the_rest(batch_slots: int) -> None:
-    """netback answers the packets that start within ``batch_slots`` ring entries, then takes
-    the rest in a second pass: the frontend can refill while the rest is copied.  A packet
-    across the line is taken whole; nothing is lost or answered twice."""
+@contextlib.contextmanager
+def _tx_ring_world(batch_slots: int) -> Iterator[tuple[Netfront, Vif, int]]:
+    """A connected vif with netback passes of ``batch_slots`` entries, its frontend muted (the
+    test writes tx requests itself) and a read-only grant of a 100-byte frame for them; the
+    grant must be ended cleanly afterwards."""
     from xennet.netback.interface import NetbackConfig
     from xennet.netback.tx import TxLimits
 
@@ -441,12 +444,23 @@ def test_a_pass_answers_the_packets_within_batch_slots_and_leaves_the_rest(batch
     with LocalWorld(backend_config=config) as world:
         world.attach()
         front, vif = world.fronts[(1, 0)], world.vif()
-        assert front.tx is not None and vif.tx is not None
         _mute_frontend(world)
         p1 = world.platforms[1]
         page = p1.memory.alloc(0)
         page.view[:100] = bytes(14) + bytes(range(86))
         ref = p1.grants.grant_access(0, page.frame, readonly=True)
+        yield front, vif, ref
+        assert p1.grants.end_access(ref)
+        p1.memory.free(page)
+
+
+@pytest.mark.parametrize("batch_slots", [64, 256])
+def test_a_pass_answers_the_packets_within_batch_slots_and_leaves_the_rest(batch_slots: int) -> None:
+    """netback answers the packets that start within ``batch_slots`` ring entries, then takes
+    the rest in a second pass: the frontend can refill while the rest is copied.  A packet
+    across the line is taken whole; nothing is lost or answered twice."""
+    with _tx_ring_world(batch_slots) as (front, vif, ref):
+        assert front.tx is not None and vif.tx is not None
         more = netif.NETTXF_more_data
         # entries 0..61: one-slot packets; 62..65: a 4-slot packet across entry 64; 66..75: ten more
         slots = [(ref, 0, 0, i, 60) for i in range(62)]
@@ -468,28 +482,17 @@ def test_a_pass_answers_the_packets_within_batch_slots_and_leaves_the_rest(batch
         assert sorted(r.id for r in rsps) == list(range(76))
         assert {r.status for r in rsps} == {netif.NETIF_RSP_OKAY}
         assert vif.stats.tx_packets == 73 and vif.stats.tx_slots == 76
-        assert p1.grants.end_access(ref)
-        p1.memory.free(page)
 
 
 @pytest.mark.parametrize("nslots", [3, 76])
-def test_tx_answers_are_signalled_after_the_host_has_the_last_pass(nslots: int) -> None:
+def test_tx_answers_are_signalled_after_the_host_has_the_last_pass(
+    nslots: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A pass that empties the ring goes to the sink (the host TAP) before the frontend is
     woken for its answers, so a lone packet is not queued behind that wake-up; a pass that
     leaves requests waiting signals first, so the frontend refills while the host writes."""
-    from xennet.netback.interface import NetbackConfig
-    from xennet.netback.tx import TxLimits
-
-    config = NetbackConfig(tx_limits=TxLimits(batch_slots=64))
-    with LocalWorld(backend_config=config) as world:
-        world.attach()
-        front, vif = world.fronts[(1, 0)], world.vif()
-        assert front.tx is not None and vif.tx is not None
-        _mute_frontend(world)
-        p1 = world.platforms[1]
-        page = p1.memory.alloc(0)
-        page.view[:100] = bytes(14) + bytes(range(86))
-        ref = p1.grants.grant_access(0, page.frame, readonly=True)
+    with _tx_ring_world(64) as (front, vif, ref):
+        assert front.tx is not None
         for i in range(nslots):
             front.tx.ring.put_request(ref, 0, 0, i, 60)
         front.tx.ring.push_requests()
@@ -500,14 +503,9 @@ def test_tx_answers_are_signalled_after_the_host_has_the_last_pass(nslots: int) 
             order.append("notify")
             notify(port)
 
-        vif.platform.evtchn.notify = recorded  # type: ignore[method-assign]
-        try:
-            vif.on_event(vif.tx_port, lambda batch: order.append(f"sink {batch.vec.npkts}"))
-        finally:
-            vif.platform.evtchn.notify = notify  # type: ignore[method-assign]
+        monkeypatch.setattr(vif.platform.evtchn, "notify", recorded)
+        vif.on_event(vif.tx_port, lambda batch: order.append(f"sink {batch.vec.npkts}"))
         # 76: the second pass needs no event (the frontend has not yet seen the first answers)
         assert order == (["sink 3", "notify"] if nslots == 3 else ["notify", "sink 64", "sink 12"])
         assert front.tx.ring.unconsumed_responses() == nslots
         assert vif.stats.tx_packets == nslots
-        assert p1.grants.end_access(ref)
-        p1.memory.free(page)
