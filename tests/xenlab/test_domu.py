@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.xen, pytest.mark.slow]
 
 PORT = 7001
 SEED = 7
-N = 4 * 1024 * 1024
+N = xf.PAIRING_BYTES
 DOMU_IP = "192.0.2.10"
 
 
@@ -49,7 +49,9 @@ exit $rc
 """
 
 
-def test_kernel_netfront_kernel_netback(lab: Lab, record_property: pytest.RecordProperty) -> None:
+@pytest.mark.parametrize("vcpus", [1, 2], ids=["1vcpu", "2vcpu"])
+def test_kernel_netfront_kernel_netback(lab: Lab, record_property: pytest.RecordProperty, vcpus: int) -> None:
+    """The baseline each pairing's figures are divided by, for a guest of 1 and of 2 vCPUs."""
     t_test = time.monotonic()
     name, log = "kk", "/tmp/xfer-kk.log"
     expected = xf.expected_sha256(N, SEED)
@@ -60,6 +62,7 @@ def test_kernel_netfront_kernel_netback(lab: Lab, record_property: pytest.Record
             client_script(get=N, put=N, seed=SEED, port=PORT),
             vifs=[f"bridge={guest.BRIDGE},mac=00:16:3e:00:00:10"],
             kernel_netfront=True,
+            vcpus=vcpus,
         )
         lab.wait_domu(name, guest.DOMU_SCRIPT_MARKER, timeout=240)
         t_ready = lab.domu_age(name)
@@ -84,6 +87,7 @@ def test_kernel_netfront_kernel_netback(lab: Lab, record_property: pytest.Record
     assert "XFER-SERVE get peer=192.0.2.10:" in server_log and "XFER-SERVE put peer=192.0.2.10:" in server_log
 
     figures = {
+        "vcpus": vcpus,
         "xl_create_s": round(lab.timings[f"domu_{name}_create"], 1),
         "create_to_script_start_s": round(t_ready, 1),
         "create_to_done_s": round(t_done, 1),
@@ -94,4 +98,4 @@ def test_kernel_netfront_kernel_netback(lab: Lab, record_property: pytest.Record
     }
     for k, v in figures.items():
         record_property(k, v)
-    print(f"\n[xenlab figures] kernel netfront <-> kernel netback: {figures}")
+    print(f"\n[xenlab figures] kernel netfront <-> kernel netback, {vcpus} vCPU(s): {figures}")

@@ -4,9 +4,10 @@
 * our netfront in a domU (``xennet xen netfront``, no xen-netfront loaded) served by dom0's kernel
   xen-netback on the bridge xenbr0.
 
-Each test pings, moves 2 MiB each way through the hash-checked transfer tool, then stops our driver
-with SIGTERM and checks its counters: GSO and multi-slot packets both ways, no errors, and nothing
-(grants, maps, ports, pages) still held.
+Each test pings, moves ``PAIRING_BYTES`` (4 MiB) each way through the hash-checked transfer tool,
+then stops our driver with SIGTERM and checks its counters: GSO and multi-slot packets both ways,
+no errors, and nothing (grants, maps, ports, pages) still held.  Each runs in a guest of 1 and of
+2 vCPUs, beside the kernel<->kernel baseline of the same size (test_domu.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from xenlab.lab import Lab
 pytestmark = [pytest.mark.xen, pytest.mark.slow]
 
 SEED = 11
-N = 2 * 1024 * 1024  # each way; our drivers in Python under TCG move ~0.1-0.3 MiB/s
+N = xf.PAIRING_BYTES  # each way, as the kernel<->kernel baseline moves (test_domu.py)
+#: the guest's vCPUs: with one, our netfront (a process) takes its CPU time from the application
+VCPUS = pytest.mark.parametrize("vcpus", [1, 2], ids=["1vcpu", "2vcpu"])
 PYVIF_NET = "192.0.3"  # our netback's TAP in dom0 is .1, the domU .2
 
 
@@ -118,7 +121,10 @@ def report(
     print(f"\n[xenlab figures] {label}: {figures}")
 
 
-def test_xennet_netback_serves_kernel_netfront(lab: Lab, record_property: pytest.RecordProperty) -> None:
+@VCPUS
+def test_xennet_netback_serves_kernel_netfront(
+    lab: Lab, record_property: pytest.RecordProperty, vcpus: int
+) -> None:
     t0 = time.monotonic()
     name, port, mac = "xnb", 7002, "00:16:3e:00:00:20"
     back_ip, domu_ip = f"{PYVIF_NET}.1", f"{PYVIF_NET}.2"
@@ -143,6 +149,7 @@ def test_xennet_netback_serves_kernel_netfront(lab: Lab, record_property: pytest
             script,
             vifs=[],
             kernel_netfront=True,
+            vcpus=vcpus,
             before_unpause=lambda d: lab.check(f"python3 -m xennet xen attach {d} --kind pyvif mac={mac}"),
         )
         console = lab.wait_domu(name, guest.DOMU_DONE_MARKER, timeout=720)
@@ -179,12 +186,19 @@ def test_xennet_netback_serves_kernel_netfront(lab: Lab, record_property: pytest
     # the kernel netfront takes the split event channels our netback offers (README claim)
     assert "(split event channels)" in netback_log, netback_log[-3000:]
 
-    report("xennet netback <-> kernel xen-netfront", figures, s, t_done, t0, record_property)
+    figures["vcpus"] = vcpus
+    report(
+        f"xennet netback <-> kernel xen-netfront, {vcpus} vCPU(s)", figures, s, t_done, t0, record_property
+    )
 
 
-@pytest.mark.parametrize("grants", ["pool", "per-packet"])
+@pytest.mark.parametrize(
+    ("grants", "vcpus"),
+    [("pool", 1), ("per-packet", 1), ("pool", 2)],
+    ids=["pool-1vcpu", "per-packet-1vcpu", "pool-2vcpu"],
+)
 def test_xennet_netfront_talks_to_kernel_netback(
-    lab: Lab, record_property: pytest.RecordProperty, grants: str
+    lab: Lab, record_property: pytest.RecordProperty, grants: str, vcpus: int
 ) -> None:
     """Pre-granted pools and Linux's per-packet grants: the kernel netback must not tell them apart."""
     t0 = time.monotonic()
@@ -208,7 +222,9 @@ def test_xennet_netfront_talks_to_kernel_netback(
     )
     server_log = console = ""
     try:
-        lab.start_domu(name, script, vifs=[f"bridge={guest.BRIDGE},mac={mac}"], kernel_netfront=False)
+        lab.start_domu(
+            name, script, vifs=[f"bridge={guest.BRIDGE},mac={mac}"], kernel_netfront=False, vcpus=vcpus
+        )
         console = lab.wait_domu(name, guest.DOMU_DONE_MARKER, timeout=720)
         t_done = lab.domu_age(name)
         server_log = lab.read_text("/tmp/xfer-nf.log") + lab.read_text("/tmp/xfer-nf.out")
@@ -233,7 +249,13 @@ def test_xennet_netfront_talks_to_kernel_netback(
     assert result["accounting"] == {"pages": 0, "grants": 0, "maps": 0, "ports": 0}, result
     assert "Traceback" not in console, console
 
+    figures["vcpus"] = vcpus
     report(
-        f"xennet netfront (grants={grants}) <-> kernel xen-netback", figures, s, t_done, t0, record_property
+        f"xennet netfront (grants={grants}) <-> kernel xen-netback, {vcpus} vCPU(s)",
+        figures,
+        s,
+        t_done,
+        t0,
+        record_property,
     )
     print("\n".join(ln for ln in console.splitlines() if "uptime" in ln or ln.startswith("STEP")))

@@ -336,6 +336,10 @@ def test_domu_xl_config() -> None:
     assert kv["on_poweroff"] == kv["on_crash"] == "'destroy'"
     assert "xennet.kfront=1" in domu.xl_config("u2")
     assert "vif = [  ]" in domu.xl_config("u2")
+    assert kv["vcpus"] == "1" and "vcpus = 2" in domu.xl_config("u2", vcpus=2)
+    for bad_vcpus in (0, guest.LAB_CPUS + 1):
+        with pytest.raises(ValueError, match="vcpus"):
+            domu.xl_config("u2", vcpus=bad_vcpus)
     with pytest.raises(ValueError):
         domu.xl_config("u1", vifs=["mac='x'"])
     for bad in ("", "a b", "a;b", "../x", "x" * 65):

@@ -105,10 +105,17 @@ def register(group: click.Group) -> None:
     @click.option("--vif", "vifs", multiple=True, help="xl vif spec, e.g. bridge=xenbr0 (repeatable).")
     @click.option("--kfront/--no-kfront", default=True, show_default=True, help="Load xen-netfront.")
     @click.option("--memory", default=320, show_default=True, help="domU memory, MiB.")
+    @click.option("--vcpus", default=1, show_default=True, help="domU virtual CPUs (1 or 2).")
     @click.option("--timeout", default=300.0, show_default=True, help="Seconds for the script to finish.")
     @click.argument("script", type=click.File("r"))
     def domu(
-        workdir: Path | None, vifs: tuple[str, ...], kfront: bool, memory: int, timeout: float, script: TextIO
+        workdir: Path | None,
+        vifs: tuple[str, ...],
+        kfront: bool,
+        memory: int,
+        vcpus: int,
+        timeout: float,
+        script: TextIO,
     ) -> None:
         """Boot the lab, run SCRIPT (a file, - for stdin) in a domU, print its console, power off."""
         from . import guest
@@ -121,7 +128,12 @@ def register(group: click.Group) -> None:
             with do_up(workdir or default_workdir(), progress=_progress) as lab:
                 try:
                     lab.start_domu(
-                        "xenlab-cli", text, vifs=list(vifs), kernel_netfront=kfront, memory_mb=memory
+                        "xenlab-cli",
+                        text,
+                        vifs=list(vifs),
+                        kernel_netfront=kfront,
+                        memory_mb=memory,
+                        vcpus=vcpus,
                     )
                     console = lab.wait_domu("xenlab-cli", guest.DOMU_DONE_MARKER, timeout)
                 except LabError:

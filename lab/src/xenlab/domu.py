@@ -74,6 +74,8 @@ def xl_config(
 ) -> str:
     """The xl config of a lab domU: PV, the lab kernel, the read-only rootfs disk, ``vifs`` (xl vif specs)."""
     check_name(name)
+    if not 1 <= vcpus <= guest.LAB_CPUS:
+        raise ValueError(f"vcpus must be 1..{guest.LAB_CPUS} (the lab machine's CPUs), not {vcpus}")
     extra = f"console=hvc0 loglevel=4 xennet.kfront={int(kernel_netfront)} {extra_args}".strip()
     lines = [
         f"name = {_xl_str(name)}",

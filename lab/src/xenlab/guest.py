@@ -15,6 +15,8 @@ DOMU_UP_MARKER = "=== XENLAB DOMU UP"
 DOMU_SCRIPT_MARKER = "=== XENLAB DOMU SCRIPT START"
 #: printed after the script, followed by ``rc=N``; then the domU powers off
 DOMU_DONE_MARKER = "=== XENLAB DOMU DONE"
+#: CPUs of the emulated machine (QEMU -smp): the most a domU may have; dom0 uses them all
+LAB_CPUS = 2
 
 #: dom0's bridge for kernel-netback vifs (xl's default vif-bridge hotplug script adds them to it)
 BRIDGE = "xenbr0"

@@ -273,13 +273,17 @@ class Lab:
         vifs: Sequence[str] = (),
         kernel_netfront: bool = True,
         memory_mb: int = 320,
+        vcpus: int = 1,
         before_unpause: Callable[[int], None] | None = None,
         timeout: float = 180.0,
     ) -> int:
-        """Create PV domU ``name`` paused, give it ``script`` (run by bash as its job), call
-        ``before_unpause(domid)``, unpause it; returns the domid.  See :mod:`xenlab.domu`."""
+        """Create PV domU ``name`` (``vcpus`` virtual CPUs) paused, give it ``script`` (run by
+        bash as its job), call ``before_unpause(domid)``, unpause it; returns the domid.  See
+        :mod:`xenlab.domu`."""
         data = domu.check_script(script)
-        cfg = domu.xl_config(name, vifs=vifs, kernel_netfront=kernel_netfront, memory_mb=memory_mb)
+        cfg = domu.xl_config(
+            name, vifs=vifs, kernel_netfront=kernel_netfront, memory_mb=memory_mb, vcpus=vcpus
+        )
         d, log = domu.DOM0_DOMU_DIR, domu.console_log(name)
         self._domu_t0.pop(name, None)
         self.write_file(f"{d}/{name}.sh", data)
@@ -450,7 +454,7 @@ def qemu_command(workdir: Path, *, memory_mb: int = 2048, extra: Sequence[str] =
         "qemu-system-x86_64",
         "-accel", "tcg,thread=multi",
         "-cpu", "max",
-        "-smp", "2",
+        "-smp", str(guest.LAB_CPUS),
         "-m", str(memory_mb),
         "-display", "none",
         "-no-reboot",

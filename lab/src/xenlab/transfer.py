@@ -32,6 +32,9 @@ MAGIC = "XFER1"
 #: chunk of the data stream; a multiple of 4 so chunked randbytes equals randbytes of the whole
 CHUNK = 64 * 1024
 MAX_BYTES = 1 << 34
+#: what the lab's pairing tests move each way: one size for all, so their MiB/s compare (a
+#: short transfer spends more of its time in TCP slow start)
+PAIRING_BYTES = 4 * 1024 * 1024
 LINE_MAX = 256
 #: a client keeps up to this much of a GET to describe a mismatch
 KEEP_LIMIT = 64 << 20
