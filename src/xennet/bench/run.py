@@ -204,8 +204,11 @@ def scale(plan: BenchPlan, rep: Report, progress: Progress | None = None) -> Non
 
     _tick(progress, f"scale: {plan.scale_guests} guests", 0.0)
     r = run_scale(ScaleJob(guests=plan.scale_guests, frames=plan.scale_frames))
-    rep.extra["scale"] = {"guests": r["guests"], "rss_mib": r["rss_mib"], "ok": r["ok"]}
+    parts = r["rss_parts"]
+    rep.extra["scale"] = {"guests": r["guests"], "rss_mib": r["rss_mib"], "ok": r["ok"], **parts}
     rep.fig("scale", "rss_mib", f"backend RSS serving {r['guests']} guests", "MiB").add(r["rss_mib"])
+    for key, what in (("anon_mib", "private (RssAnon)"), ("shmem_mib", "shared: domain files (RssShmem)")):
+        rep.fig("scale", key, f"  of which {what}", "MiB").add(parts[key])
 
 
 def c(plan: BenchPlan, rep: Report, progress: Progress | None = None) -> None:

@@ -37,12 +37,22 @@ class ScaleJob:
             raise ValueError(f"deadline_s={self.deadline_s}: must be positive")
 
 
-def rss_mib() -> float:
+#: /proc/self/status lines of a resident set: the whole, and its private, file and shared parts
+RSS_FIELDS = {"VmRSS": "rss_mib", "RssAnon": "anon_mib", "RssFile": "file_mib", "RssShmem": "shmem_mib"}
+
+
+def rss_parts() -> dict[str, float]:
+    """This process's resident memory in MiB: ``rss_mib`` and its parts.  ``shmem_mib`` is the
+    shared memory it touched, the backend's own domain file and the guests' files it copies
+    from and to (in sim a grant copy reads the granting domain's file); ``anon_mib`` is its
+    private heap."""
+    out = dict.fromkeys(RSS_FIELDS.values(), 0.0)
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            key, _, rest = line.partition(":")
+            if key in RSS_FIELDS:
+                out[RSS_FIELDS[key]] = int(rest.split()[0]) / 1024
+    return out
 
 
 def scale_guest(world_path: str, domid: int, paths: VifPaths, job: ScaleJob) -> dict[str, Any]:
@@ -73,12 +83,13 @@ def scale_guest(world_path: str, domid: int, paths: VifPaths, job: ScaleJob) -> 
 
 
 def scale_backend(world_path: str, job: ScaleJob) -> dict[str, Any]:
-    """Echo every frame a guest sends back to it; report RSS once every guest has closed."""
+    """Echo every frame a guest sends back to it; report the peak RSS (with its parts) once
+    every guest has closed."""
     with open_domain(world_path, BACKEND) as (platform, xs):
         back = Netback(platform, xs)
         per_vif: dict[str, int] = {}
         owed: dict[str, int] = {}  # frames to echo that the vif's queue did not take yet
-        peak = 0.0
+        peak = rss_parts()
 
         def pay(vif: Any) -> None:
             while owed.get(vif.name):
@@ -115,11 +126,13 @@ def scale_backend(world_path: str, job: ScaleJob) -> dict[str, Any]:
                         pay(vif)
                 vifs = list(back.vifs.values())
                 seen |= {v.name for v in vifs if v.connected}
-                peak = max(peak, rss_mib())
+                now = rss_parts()
+                if now["rss_mib"] > peak["rss_mib"]:
+                    peak = now
                 if len(seen) >= job.guests and all(v.dev.state == XenbusState.Closed for v in vifs):
                     break
             back.stop()
-            return {"rss_mib": peak, "per_vif": per_vif, "connected": len(seen)}
+            return {**peak, "per_vif": per_vif, "connected": len(seen)}
         finally:
             loop.close()
 
@@ -157,6 +170,7 @@ def run_scale(job: ScaleJob) -> dict[str, Any]:
         return {
             "guests": job.guests,
             "rss_mib": b["rss_mib"],
+            "rss_parts": {k: b[k] for k in RSS_FIELDS.values() if k != "rss_mib"},
             "ok": every and len(b["per_vif"]) == job.guests,
             "per_guest": results,
             "backend": b,
