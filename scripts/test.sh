@@ -32,7 +32,8 @@ r = json.load(open('build/bench-quick.json'))
 assert r['core'] == 'compiled', r['core']
 for group, keys in {'small': ['tx_pps', 'rx_pps', 'c_pps'], 'bulk': ['gbit', 'memcpy_gbit'],
                     'link': ['xennet_tx_gbit', 'xennet_rx_gbit', 'veth_gbit', 'relay_gbit',
-                             'xennet_rtt_ms', 'veth_rtt_ms', 'relay_rtt_ms'],
+                             'xennet_rtt_ms', 'veth_rtt_ms', 'relay_rtt_ms',
+                             'split_relay_gbit', 'split_relay_rx_gbit', 'split_relay_rtt_ms'],
                     'scale': ['guests', 'rss_mib', 'ok']}.items():
     missing = [k for k in keys if r[group].get(k) in (None, 0)]
     assert not missing, (group, missing)

@@ -1,6 +1,6 @@
 """Real Linux traffic: iperf3 TCP and ping through ``xennet link``, beside a veth pair and the
-naive relay (``bench/relay.py``), all measured in the same run, each path the same way:
-ping first (idle RTT), then iperf3 one way, then the other."""
+naive relays (``bench/relay.py``: one process, and split in two), all measured in the same
+run, each path the same way: ping first (idle RTT), then iperf3 one way, then the other."""
 
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ class LinkFigures:
     veth: Figure
     relay_tx: Figure
     relay_rx: Figure
+    split_tx: Figure  # the relay in two processes
+    split_rx: Figure
     xennet_rtt: Figure
     xennet_rtt_busy: Figure  # with poll_us
     veth_rtt: Figure
     relay_rtt: Figure
+    split_rtt: Figure
     errors: list[str]
 
 
@@ -46,10 +49,13 @@ def link_figures(
         Figure("veth", "Gbit/s"),
         Figure("relay a->b", "Gbit/s"),
         Figure("relay b->a", "Gbit/s"),
+        Figure("split relay a->b", "Gbit/s"),
+        Figure("split relay b->a", "Gbit/s"),
         Figure("xennet RTT", "ms"),
         Figure(f"xennet RTT, poll_us={busy_poll_us}", "ms"),
         Figure("veth RTT", "ms"),
         Figure("relay RTT", "ms"),
+        Figure("split relay RTT", "ms"),
         [],
     )
     n = os.getpid() % 200 + 20
@@ -65,22 +71,15 @@ def link_figures(
             )
         finally:
             veth.close()
-        with RelayLink(217, n + i) as rl:
-            assert rl.a is not None and rl.b is not None
-            _take(
-                figs.relay_tx,
-                figs.relay_rtt,
-                measure(rl.a.name, rl.b.name, rl.ip_b, seconds),
-                figs.errors,
-                "relay",
-            )
-            _take(
-                figs.relay_rx,
-                None,
-                measure(rl.a.name, rl.b.name, rl.ip_b, seconds, reverse=True),
-                figs.errors,
-                "relay",
-            )
+        for split, tx, rx, rtt, what in (
+            (False, figs.relay_tx, figs.relay_rx, figs.relay_rtt, "relay"),
+            (True, figs.split_tx, figs.split_rx, figs.split_rtt, "split relay"),
+        ):
+            with RelayLink(218 if split else 217, n + i, split=split) as rl:
+                assert rl.a is not None and rl.b is not None
+                _take(tx, rtt, measure(rl.a.name, rl.b.name, rl.ip_b, seconds), figs.errors, what)
+                f = measure(rl.a.name, rl.b.name, rl.ip_b, seconds, reverse=True)
+                _take(rx, None, f, figs.errors, what)
         with Link(cfg) as lk:
             a = lk.addr
             f = measure(a.guest_ns, a.host_ns, a.host_ip, seconds)

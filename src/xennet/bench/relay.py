@@ -1,8 +1,14 @@
-"""The naive relay: what a user writes instead of xennet to join two namespaces.
+"""The naive relays: what a user writes instead of xennet to join two namespaces.
 
-One Python thread selects over two TAPs (IFF_VNET_HDR, with checksum and TSO offloads on)
-and copies each frame from one to the other with ``os.read``/``os.write``.  It is a peer
-in the benchmarks, so it is kept exactly this simple: no batching, no tuning.
+- ``relay``: one Python thread selects over two TAPs (IFF_VNET_HDR, with checksum and TSO
+  offloads on) and copies each frame from one to the other with ``os.read``/``os.write``.
+- ``relay_half``: the same split in two processes, one TAP each, joined by a Unix
+  SOCK_SEQPACKET socketpair (a frame a message).  It has xennet's shape -- a guest-side and
+  a host-side process, a wake-up on each side of every hop -- and none of its protocol, so
+  beside the one-process relay it shows what the second process costs by itself.
+
+They are peers in the benchmarks, so they are kept exactly this simple: no batching, no
+tuning.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ import fcntl
 import os
 import select
 import signal
+import socket
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,6 +61,31 @@ def relay(a: int, b: int) -> None:
                 pass  # the other side is down (not up yet): drop the frame
 
 
+def relay_half(tap: int, peer: socket.socket) -> None:
+    """Copy frames between TAP fd ``tap`` and ``peer`` (the other half) until SIGTERM."""
+    running = True
+
+    def stop(*_: object) -> None:
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    sock = peer.fileno()
+    while running:
+        try:
+            ready, _, _ = select.select([tap, sock], [], [], 0.5)
+        except InterruptedError:
+            continue
+        for fd in ready:
+            try:
+                if fd == tap:
+                    peer.send(os.read(tap, 65536 + 64))
+                else:
+                    os.write(tap, peer.recv(65536 + 64))
+            except OSError:
+                pass  # the TAP is down (not up yet): drop the frame
+
+
 # --- the harness (not the peer): namespaces around it, and its process -----------------------
 
 
@@ -63,25 +96,47 @@ def relay_process(name_a: str, name_b: str, ready: Any) -> None:
     relay(a, b)
 
 
-class RelayLink:
-    """Two namespaces joined by the naive relay: ``ip_a`` in ``a``, ``ip_b`` in ``b``."""
+def relay_half_process(name: str, peer: socket.socket, ready: Any) -> None:
+    """One half's process: open its TAP (in this namespace), say so, relay until SIGTERM."""
+    tap = open_tap(name)
+    ready.send(b"up")
+    relay_half(tap, peer)
 
-    def __init__(self, subnet: int, n: int, mtu: int = 1500) -> None:
+
+class RelayLink:
+    """Two namespaces joined by the naive relay: ``ip_a`` in ``a``, ``ip_b`` in ``b``.  With
+    ``split`` the relay is two processes (``relay_half``), one each side."""
+
+    def __init__(self, subnet: int, n: int, mtu: int = 1500, *, split: bool = False) -> None:
         import multiprocessing as mp
 
         from ..ports.netns import unique_name
 
         ctx = mp.get_context("spawn")
         self.name_a, self.name_b = unique_name("xnra"), unique_name("xnrb")
-        recv, send = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=relay_process, args=(self.name_a, self.name_b, send), daemon=True)
-        self.proc.start()
+        self.procs: list[Any] = []
         self.a: Netns | None = None
         self.b: Netns | None = None
+        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if split else ()
         try:
-            if not recv.poll(30):
-                raise TimeoutError("the relay did not start")
-            recv.recv()
+            jobs: list[tuple[Callable[..., None], tuple[Any, ...]]]
+            if split:
+                names = (self.name_a, self.name_b)
+                jobs = [(relay_half_process, (name, end)) for name, end in zip(names, ends, strict=True)]
+            else:
+                jobs = [(relay_process, (self.name_a, self.name_b))]
+            try:
+                for target, args in jobs:
+                    recv, send = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=target, args=(*args, send), daemon=True)
+                    proc.start()
+                    self.procs.append(proc)
+                    if not recv.poll(30):
+                        raise TimeoutError("the relay did not start")
+                    recv.recv()
+            finally:
+                for end in ends:
+                    end.close()  # the processes have their own copies
             from ..ports.netns import Netns
 
             root = Netns.current()
@@ -98,12 +153,13 @@ class RelayLink:
             raise
 
     def close(self) -> None:
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-            if self.proc.is_alive():
-                self.proc.kill()
-                self.proc.join(5)
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
         for ns in (self.a, self.b):
             if ns is not None:
                 ns.delete()

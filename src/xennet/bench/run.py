@@ -170,7 +170,8 @@ def rx(plan: BenchPlan, rep: Report, progress: Progress | None = None) -> None:
 
 
 def link(plan: BenchPlan, rep: Report, progress: Progress | None = None) -> None:
-    """iperf3 and ping through ``xennet link``, a veth pair and the naive relay."""
+    """iperf3 and ping through ``xennet link``, a veth pair and the naive relays (one process
+    and two)."""
     from .link import link_figures
 
     done = [0]
@@ -192,7 +193,9 @@ def link(plan: BenchPlan, rep: Report, progress: Progress | None = None) -> None
         g["xennet_rx_gbit" + suffix] = replace(f.xennet_rx, name=f"xennet host->guest, poll_us={poll}")
         if not suffix:
             g["veth_gbit"], g["relay_gbit"], g["relay_rx_gbit"] = f.veth, f.relay_tx, f.relay_rx
+            g["split_relay_gbit"], g["split_relay_rx_gbit"] = f.split_tx, f.split_rx
             g["xennet_rtt_ms"], g["veth_rtt_ms"], g["relay_rtt_ms"] = f.xennet_rtt, f.veth_rtt, f.relay_rtt
+            g["split_relay_rtt_ms"] = f.split_rtt
             g["xennet_rtt_busy_ms"] = f.xennet_rtt_busy
         rep.extra.setdefault("link_errors", []).extend(f.errors)
         if plan.quick:

@@ -88,7 +88,9 @@ def _run(
     if "link" in names:
         out.print(
             "peers: veth = a veth pair between two namespaces; relay = the naive relay (one Python "
-            "thread, select over two TAPs with vnet headers and offloads, os.read/os.write)."
+            "thread, select over two TAPs with vnet headers and offloads, os.read/os.write); split "
+            "relay = the same in two processes, one TAP each, joined by a Unix SOCK_SEQPACKET "
+            "socketpair (xennet's two processes without its protocol)."
         )
     if json_path:
         with open(json_path, "w") as f:
@@ -155,6 +157,6 @@ def _sub(name: str, doc: str) -> None:
 _sub("small", "64 B frames both ways across two domain processes, beside a socketpair and C.")
 _sub("bulk", "64 KiB GSO frames both ways, beside memcpy and C.")
 _sub("rx", "Backend -> guest under each rx packing.")
-_sub("link", "iperf3 and ping through xennet link, beside veth and the naive relay.")
+_sub("link", "iperf3 and ping through xennet link, beside veth and the naive relays.")
 _sub("c", "The C reference: ring.h macros, request -> copy -> response, 64 B and 64 KiB.")
 _sub("scale", "One backend serving 32 guests: traffic on all of them, and its RSS.")
