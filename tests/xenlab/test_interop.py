@@ -248,6 +248,9 @@ def test_xennet_netfront_talks_to_kernel_netback(
     assert s["grants_held_by_peer"] == 0, s
     assert result["accounting"] == {"pages": 0, "grants": 0, "maps": 0, "ports": 0}, result
     assert "Traceback" not in console, console
+    tap = result["tap"]  # GRO (gro=1, the default) into the guest's stack
+    assert tap["gro_segments"] >= 2 * tap["gro_frames"], tap
+    figures.update(gro_frames=tap["gro_frames"], gro_segments=tap["gro_segments"])
 
     report(
         f"xennet netfront (grants={grants}) <-> kernel xen-netback",

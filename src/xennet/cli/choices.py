@@ -31,6 +31,7 @@ IP_VERSIONS: tuple[str, ...] = literal_values(TrafficSpec, "ip")
 PROTOS: tuple[str, ...] = literal_values(TrafficSpec, "proto")
 DIRECTIONS: tuple[str, ...] = literal_values(PktgenJob, "direction")
 OFFLOADS = ("1", "0")  # a flag, written as xl writes one
+GRO = ("1", "0")
 GSO_TYPES: dict[str, int] = {  # --gso KIND:MSS
     "tcpv4": netif.XEN_NETIF_GSO_TYPE_TCPV4,
     "tcpv6": netif.XEN_NETIF_GSO_TYPE_TCPV6,
@@ -43,6 +44,7 @@ VIF_CHOICES: dict[str, tuple[str, ...]] = {
     "admission": ADMISSIONS,
     "data": TX_DATA,
     "offloads": OFFLOADS,
+    "gro": GRO,
     "grants": GRANTS,
 }
 

@@ -72,6 +72,7 @@ def vif_config(specs: tuple[str, ...]) -> tuple[dict[str, str], Drivers]:
         front=NetfrontConfig(
             slot_policy=o.get("policy", "linearize"),
             grants=o.get("grants", "pool"),  # type: ignore[arg-type]  # checked above
+            gro=o.get("gro", "1") == "1",
         ),
         back=NetbackConfig(
             tx_limits=limits,

@@ -46,6 +46,9 @@ class NetfrontConfig:
     # also untrusted when the toolstack wrote trusted=0 in our directory (libxl does); then
     # no page but our own tx pool's is ever granted to it (XSA-403's bounce)
     trust_backend: bool = True
+    # merge in-order TCP segments of one batch into one frame for the guest's stack, as Linux
+    # netfront's napi_gro_receive does (packet.gro); the guest's TCP then ACKs once per frame
+    gro: bool = True
 
     def __post_init__(self) -> None:
         from .slotpolicy import policy_names

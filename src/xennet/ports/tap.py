@@ -34,16 +34,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..abi.grant_table import DOMID_SELF
 from ..core import kernels
 from ..core import records as r
 from ..core.pure.codecs import PIECE as PIECE_CODEC
 from ..core.pure.codecs import PKT as PKT_CODEC
 from ..core.vec import PacketVec
-from ..packet.csum import BytesLike
+from ..packet import gro
+from ..packet.csum import TCP_CSUM_OFFSET, BytesLike
 from ..packet.pool import PoolPages
 from ..packet.skb import (
     ETH_HLEN,
     GSO_NONE,
+    GSO_TCPV4,
     MAX_PACKET,
     MAX_SKB_FRAGS,
     Buf,
@@ -81,6 +84,7 @@ _PKT_SIZE = r.PKT.size
 _PIECE = PIECE_CODEC
 _PIECE_SIZE = r.PIECE.size
 _NO_OFFLOAD = bytes(VNET_HDR_LEN)
+_GRO_MIN = 256  # a shorter frame is a pure ACK or a few bytes: not worth a look
 
 
 TUN_DEVICE = "/dev/net/tun"
@@ -154,6 +158,8 @@ class TapStats:
     rx_bytes: int = 0
     tx_packets: int = 0
     tx_bytes: int = 0
+    gro_frames: int = 0  # frames written that GRO merged (each counts once in tx_packets)
+    gro_segments: int = 0  # the packets that went into them
     rx_drops: dict[str, int] = field(default_factory=dict)
     tx_drops: dict[str, int] = field(default_factory=dict)
 
@@ -174,10 +180,11 @@ def _pages_for(max_frame: int) -> int:
 class Tap:
     """An open TAP.  Use ``Tap.open``; close with ``close()`` or a ``with`` block."""
 
-    def __init__(self, fd: int, name: str, *, offloads: bool, mtu: int) -> None:
+    def __init__(self, fd: int, name: str, *, offloads: bool, mtu: int, gro: bool = False) -> None:
         self._fd = fd
         self.name = name
         self.offloads = offloads
+        self.gro = gro and offloads  # a merged frame is GSO: only a TAP with offloads takes it
         self.mtu = mtu  # what read_skb/write_skb hold non-GSO frames to (set the link's with Netns)
         self.stats = TapStats()
         self._hdr = bytearray(VNET_HDR_LEN)
@@ -195,9 +202,10 @@ class Tap:
         netns: NsRef | None = None,
         offloads: bool = True,
         mtu: int = 1500,
+        gro: bool = False,
     ) -> Tap:
         """Create TAP ``name`` (``%d`` lets the kernel number it; ``.name`` is the real one),
-        inside namespace ``netns`` when given."""
+        inside namespace ``netns`` when given; ``gro`` merges what ``write_vec`` sends."""
         if len(name.encode()) >= IFNAMSIZ:
             raise TapError(errno.EINVAL, f"interface name {name!r} is longer than {IFNAMSIZ - 1} bytes")
         flags = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
@@ -222,7 +230,7 @@ class Tap:
         except OSError as e:
             os.close(fd)
             raise TapError(e.errno, f"TAP {name}: {step}: {e.strerror}") from None
-        return cls(fd, real, offloads=offloads, mtu=mtu)
+        return cls(fd, real, offloads=offloads, mtu=mtu, gro=gro)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -398,36 +406,111 @@ class Tap:
     def write_vec(self, vec: PacketVec, view: memoryview) -> int:
         """Send ``vec``'s delivered packets (pieces in ``view``, the domain's memory) to the
         kernel, each with the vnet header of its offload state: a packet of one piece as it
-        is, a longer one gathered into a buffer of the TAP's first.  Returns packets sent; the
-        others are counted in ``stats.tx_drops``.  The caller still owns ``vec``."""
-        sent = 0
-        wv = memoryview(self._wbuf)
-        for j in range(vec.npkts):
-            piece0, npieces, flags, length, _tag, gso_size, gso_type, error, cs, co = _PKT.unpack_from(
-                vec.pkts, j * _PKT_SIZE
-            )
-            if not npieces or error:
-                continue
-            if npieces == 1:
-                frame, off, plen, _ref, domid, _pf = _PIECE.unpack_from(vec.pieces, piece0 * _PIECE_SIZE)
-                if domid != 0x7FF0:
-                    self.stats.drop_tx("foreign")
-                    continue
-                data = view[frame * PAGE_SIZE + off : frame * PAGE_SIZE + off + plen]
-            else:
-                data = wv[: kernels.vec_gather(view, vec.pkts, vec.pieces, j, self._wbuf)]
-            try:
-                if not flags and not gso_size:
-                    hdr = _NO_OFFLOAD
-                else:
-                    o = Offload(csum_of(flags), cs, co, gso_type, gso_size)
-                    hdr = vnet.for_offload(o, length, functools.partial(_tcp_hdr_len, [data], o)).pack()
-                vnet.check_length(bool(gso_size), length, self.mtu, vlan=_vlan(data))
-            except VnetError as e:
-                self.stats.drop_tx(e.reason)
-                continue
-            sent += self._writev(hdr, [data], length)
+        is, a longer one gathered into a buffer of the TAP's first.  With ``gro``, runs of
+        in-order TCP segments of one flow go as one GSO frame (``packet.gro``).  Returns
+        frames sent; packets that could not go are counted in ``stats.tx_drops``.  The caller
+        still owns ``vec``."""
+        if not self.gro or vec.npkts < 2:
+            return sum(self._write_one(vec, view, j) for j in range(vec.npkts))
+        segs = [self._gro_seg(vec, view, j) for j in range(vec.npkts)]
+        sent = j = 0
+        for run in gro.plan(segs):
+            sent += self._write_one(vec, view, j) if run == 1 else self._write_merged(vec, view, j, run, segs)
+            j += run
         return sent
+
+    def _write_one(self, vec: PacketVec, view: memoryview, j: int) -> int:
+        piece0, npieces, flags, length, _tag, gso_size, gso_type, error, cs, co = _PKT.unpack_from(
+            vec.pkts, j * _PKT_SIZE
+        )
+        if not npieces or error:
+            return 0
+        if npieces == 1:
+            frame, off, plen, _ref, domid, _pf = _PIECE.unpack_from(vec.pieces, piece0 * _PIECE_SIZE)
+            if domid != DOMID_SELF:
+                self.stats.drop_tx("foreign")
+                return 0
+            data = view[frame * PAGE_SIZE + off : frame * PAGE_SIZE + off + plen]
+        else:
+            data = memoryview(self._wbuf)[: kernels.vec_gather(view, vec.pkts, vec.pieces, j, self._wbuf)]
+        try:
+            if not flags and not gso_size:
+                hdr = _NO_OFFLOAD
+            else:
+                o = Offload(csum_of(flags), cs, co, gso_type, gso_size)
+                hdr = vnet.for_offload(o, length, functools.partial(_tcp_hdr_len, [data], o)).pack()
+            vnet.check_length(bool(gso_size), length, self.mtu, vlan=_vlan(data))
+        except VnetError as e:
+            self.stats.drop_tx(e.reason)
+            return 0
+        return int(self._writev(hdr, [data], length))
+
+    def _gro_seg(self, vec: PacketVec, view: memoryview, j: int) -> gro.Seg | None:
+        """Packet ``j`` as a segment GRO may merge, or None: its checksum must be partial or
+        validated, a TCPv4 GSO type if any, every piece local, the headers in the first."""
+        piece0, npieces, flags, length, _tag, gso_size, gso_type, error, _cs, _co = _PKT.unpack_from(
+            vec.pkts, j * _PKT_SIZE
+        )
+        if (
+            not npieces
+            or error
+            or not flags & (r.PKT_CSUM_PARTIAL | r.PKT_DATA_VALIDATED)
+            or length < _GRO_MIN
+        ):
+            return None
+        if gso_type not in (GSO_NONE, GSO_TCPV4) or gso_size and gso_type == GSO_NONE:
+            return None
+        for k in range(piece0, piece0 + npieces):
+            domid, pflags = _PIECE.unpack_from(vec.pieces, k * _PIECE_SIZE)[4:]
+            if domid != DOMID_SELF or pflags & r.PIECE_RUN:
+                return None
+        frame, off, plen = _PIECE.unpack_from(vec.pieces, piece0 * _PIECE_SIZE)[:3]
+        start = frame * PAGE_SIZE + off
+        return gro.seg_of(view[start : start + min(plen, gro.MAX_HEADER)], length, gso_size)
+
+    def _write_merged(
+        self, vec: PacketVec, view: memoryview, j: int, run: int, segs: list[gro.Seg | None]
+    ) -> int:
+        """Packets ``j`` .. ``j + run - 1``, which ``gro.plan`` grouped, as one GSO frame: the
+        first's headers rewritten, then every packet's payload, in one ``writev``."""
+        first = segs[j]
+        assert first is not None
+        hlen, gso_size = first[2], first[4]
+        parts: list[memoryview] = []
+        payload = 0
+        psh = False
+        for m in range(j, j + run):
+            seg = segs[m]
+            assert seg is not None
+            payload += seg[3]
+            psh = psh or seg[5]
+            piece0, npieces = _PKT.unpack_from(vec.pkts, m * _PKT_SIZE)[:2]
+            skip = seg[2]  # each packet's own headers are left out
+            for k in range(piece0, piece0 + npieces):
+                frame, off, plen = _PIECE.unpack_from(vec.pieces, k * _PIECE_SIZE)[:3]
+                start = frame * PAGE_SIZE + off + skip
+                if plen > skip:
+                    parts.append(view[start : start + plen - skip])
+                skip = max(0, skip - plen)
+        frame0, off0 = _PIECE.unpack_from(
+            vec.pieces, _PKT.unpack_from(vec.pkts, j * _PKT_SIZE)[0] * _PIECE_SIZE
+        )[:2]
+        head = view[frame0 * PAGE_SIZE + off0 : frame0 * PAGE_SIZE + off0 + hlen]
+        mss = gso_size or first[3]
+        length = hlen + payload
+        hdr = vnet.VnetHdr(
+            vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            vnet.VIRTIO_NET_HDR_GSO_TCPV4,
+            hlen,
+            mss,
+            gro.TCP_OFFSET,
+            TCP_CSUM_OFFSET,
+        ).pack()
+        if not self._writev(hdr, [gro.merged_header(head, hlen, payload, psh), *parts], length):
+            return 0
+        self.stats.gro_frames += 1
+        self.stats.gro_segments += run
+        return 1
 
     # -- transmit ----------------------------------------------------------------------------
 

@@ -95,11 +95,11 @@ def _netns(spec: TapSpec) -> Netns:
     return Netns(spec.netns) if spec.netns else Netns.current()
 
 
-def open_tap(spec: TapSpec, ns: Netns) -> Tap:
+def open_tap(spec: TapSpec, ns: Netns, *, gro: bool = False) -> Tap:
     """Create the TAP, set its MTU and address, bring it up."""
     from ...ports.tap import Tap
 
-    tap = Tap.open(spec.name, netns=spec.netns, offloads=spec.offloads, mtu=spec.mtu)
+    tap = Tap.open(spec.name, netns=spec.netns, offloads=spec.offloads, mtu=spec.mtu, gro=gro)
     try:
         ns.set_mtu(spec.name, spec.mtu)
         if spec.mac:
@@ -138,7 +138,7 @@ def serve_netfront(
     from ...ports.tap import TapGone
 
     ns = _netns(spec)
-    tap = open_tap(spec, ns)
+    tap = open_tap(spec, ns, gro=front.config.gro)
     tap_fd = tap.fileno()
     gone = ""
     announced = False
