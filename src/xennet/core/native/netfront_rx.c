@@ -241,6 +241,10 @@ int xn_netfront_rx_build(struct xn_buf rsps, struct xn_buf pkts, uint32_t start,
             rc = xn_fail(err, "netfront_rx_build: packet %u names responses past the batch", j);
             goto out;
         }
+        if (p.error >= XN_RXE_COUNT) {
+            rc = xn_fail(err, "netfront_rx_build: packet %u has error code %u", j, p.error);
+            goto out;
+        }
         if (p.error) {
             for (uint32_t k = 0; k < (uint32_t)p.nslots + p.nextras; k++) {
                 uint32_t pos = k < p.nslots ? data_pos(&p, k) : (uint32_t)p.first + 1 + (k - p.nslots);

@@ -300,6 +300,7 @@ enum {
     XN_RXE_GSO_SIZE_ZERO,
     XN_RXE_BAD_GSO_TYPE,
     XN_RXE_OVERSIZE,
+    XN_RXE_COUNT
 };
 enum {
     XN_RXF_NONE,

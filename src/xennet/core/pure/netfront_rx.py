@@ -259,6 +259,8 @@ def netfront_rx_build(
         )
         if (first + nextras + nslots) * ENTRY > len(q):
             raise ValueError(f"netfront_rx_build: packet {j} names responses past the batch")
+        if error >= len(r.RxError):
+            raise ValueError(f"netfront_rx_build: packet {j} has error code {error}")
         data, extras = _positions(first, nslots, nextras)
         if error:
             for p in data + extras:
