@@ -1,6 +1,6 @@
 """GRO's plan and merged headers (``packet.gro``), checked with scapy: a merged frame is a valid
-TCP/IPv4 frame carrying exactly its segments' bytes, and anything Linux would not merge stays
-apart."""
+TCP frame (IPv4 or IPv6) carrying exactly its segments' bytes, and anything Linux would not
+merge stays apart."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import Ether
 
 from xennet.packet import gro
 from xennet.packet.csum import internet_checksum, ones_sum
 from xennet.packet.frames import build_frame
+from xennet.packet.skb import GSO_TCPV4, GSO_TCPV6
 
 MSS = 1448
 TS = b"\x01\x01\x08\x0a\x00\x00\x10\x00\x00\x00\x20\x00"  # NOP NOP timestamps
@@ -33,29 +35,33 @@ def segs_of(frames: list[bytes], gso: int = 0) -> list[gro.Seg | None]:
 def merge(frames: list[bytes]) -> bytes:
     """What the TAP writes for ``frames`` as one run: the rewritten header, then each payload."""
     ss = segs_of(frames)
-    assert all(s is not None for s in ss)
-    hlen = ss[0][2]  # type: ignore[index]
-    payload = sum(s[3] for s in ss)  # type: ignore[index]
-    psh = any(s[5] for s in ss)  # type: ignore[index]
-    head = gro.merged_header(memoryview(frames[0]), hlen, payload, psh)
-    return bytes(head) + b"".join(f[hlen:] for f in frames)
+    first = ss[0]
+    assert first is not None and all(s is not None for s in ss)
+    payload = sum(s[3] for s in ss if s)
+    psh = any(s[5] for s in ss if s)
+    head = gro.merged_header(memoryview(frames[0]), first, payload, psh)
+    return bytes(head) + b"".join(f[first[2] :] for f in frames)
 
 
-def test_a_run_of_in_order_segments_becomes_one_valid_frame() -> None:
-    frames = [seg(1000 + k * MSS) for k in range(10)]
+@pytest.mark.parametrize("ip", [4, 6])
+def test_a_run_of_in_order_segments_becomes_one_valid_frame(ip: int) -> None:
+    frames = [seg(1000 + k * MSS, ip=ip) for k in range(10)]
     assert gro.plan(segs_of(frames)) == [10]
+    first = segs_of(frames)[0]
+    assert first is not None and first[6:] == ((34, GSO_TCPV4) if ip == 4 else (54, GSO_TCPV6))
     out = Ether(merge(frames))
-    ip, tcp = out[IP], out[TCP]
-    assert ip.len == len(out) - 14 and ip.flags == "DF" and ip.ttl == 64
-    fresh = IP(bytes(ip))
-    del fresh.chksum
-    assert IP(bytes(fresh)).chksum == ip.chksum  # scapy recomputes the same header checksum
+    tcp = out[TCP]
+    if ip == 4:
+        assert out[IP].len == len(out) - 14 and out[IP].flags == "DF" and out[IP].ttl == 64
+        fresh = IP(bytes(out[IP]))
+        del fresh.chksum
+        assert IP(bytes(fresh)).chksum == out[IP].chksum  # scapy computes the same header checksum
+    else:
+        assert out[IPv6].plen == len(out) - 54 and out[IPv6].nh == 6
     assert tcp.seq == 1000 and tcp.ack == 77 and tcp.flags == "A"
     assert bytes(tcp.payload) == b"".join(bytes(Ether(f)[TCP].payload) for f in frames)
     # checksum-partial: completing the field over the TCP bytes gives scapy's full checksum
-    raw = bytearray(bytes(out))
-    l4 = raw[34:]
-    full = internet_checksum(l4)  # the field holds the pseudo-header sum, as the kernel expects
+    full = internet_checksum(bytes(out)[first[6] :])  # the field holds the pseudo-header sum
     ref = Ether(bytes(out))
     del ref[TCP].chksum
     assert Ether(bytes(ref))[TCP].chksum == full
@@ -93,14 +99,21 @@ def test_what_linux_would_not_merge_stays_apart(second: dict[str, Any], why: str
     [
         build_frame(payload=bytes(500), flags="S").data,
         build_frame(payload=bytes(500), flags="P").data,  # no ACK
-        build_frame(ip=6, payload=bytes(500), flags="A").data,
+        bytes(Ether() / IPv6() / IPv6ExtHdrHopByHop() / TCP(flags="A") / bytes(500)),
         build_frame(proto="udp", payload=bytes(500)).data,
         build_frame(payload=b"", flags="A").data,  # a pure ACK
     ],
-    ids=["syn", "no-ack", "ipv6", "udp", "pure-ack"],
+    ids=["syn", "no-ack", "ipv6-extension-header", "udp", "pure-ack"],
 )
 def test_frames_gro_does_not_take(frame: bytes) -> None:
     assert gro.seg_of(memoryview(frame), len(frame), 0) is None
+
+
+def test_a_gso_type_of_the_other_ip_version_is_not_taken() -> None:
+    v4, v6 = seg(0, 2 * MSS), seg(0, 2 * MSS, ip=6)
+    assert gro.seg_of(memoryview(v4), len(v4), MSS, GSO_TCPV4) is not None
+    assert gro.seg_of(memoryview(v4), len(v4), MSS, GSO_TCPV6) is None
+    assert gro.seg_of(memoryview(v6), len(v6), MSS, GSO_TCPV4) is None
 
 
 def test_ip_options_fragments_and_padding_are_not_taken() -> None:
@@ -145,13 +158,15 @@ def test_a_merged_frame_stays_within_the_limit() -> None:
 @st.composite
 def streams(draw: st.DrawFn) -> list[bytes]:
     """Segments of two flows, interleaved, with gaps, short tails and pure ACKs."""
+    ip = draw(st.sampled_from([4, 6]))
     seqs = {40000: 5000, 40001: 0xFFFFF000}  # one flow wraps its sequence numbers
     out = []
     for _ in range(draw(st.integers(1, 24))):
         port = draw(st.sampled_from([40000, 40001]))
         n = draw(st.sampled_from([MSS, MSS, MSS, 600, 0]))
         seqs[port] = (seqs[port] + draw(st.sampled_from([0, 0, 0, 1]))) & 0xFFFFFFFF
-        out.append(seg(seqs[port], n, sport=port, flags=draw(st.sampled_from(["A", "A", "PA"]))))
+        flags = draw(st.sampled_from(["A", "A", "PA"]))
+        out.append(seg(seqs[port], n, sport=port, flags=flags, ip=ip))
         seqs[port] = (seqs[port] + n) & 0xFFFFFFFF
     return out
 
@@ -174,5 +189,8 @@ def test_every_run_is_one_flow_in_order_and_keeps_every_byte(frames: list[bytes]
         mss = len(firsts[0].payload)  # the run's MSS: the first sets it, all but the last carry it
         assert all(len(t.payload) == mss for t in firsts[:-1]) and len(firsts[-1].payload) <= mss
         assert bytes(out[TCP].payload) == b"".join(bytes(t.payload) for t in firsts)
-        assert out[IP].len == len(out) - 14
-        assert ones_sum(bytes(out)[14:34]) == 0xFFFF  # a valid IPv4 header checksum
+        if out.haslayer(IP):
+            assert out[IP].len == len(out) - 14
+            assert ones_sum(bytes(out)[14:34]) == 0xFFFF  # a valid IPv4 header checksum
+        else:
+            assert out[IPv6].plen == len(out) - 54

@@ -291,7 +291,9 @@ def test_stack_takes_a_gso_frame_from_the_tap(tap_on: tuple[Netns, Tap], pages: 
 
 
 @pytest.mark.parametrize("gro", [True, False], ids=["gro", "no-gro"])
-def test_write_vec_merges_a_run_of_segments_for_the_stack(tap_on: tuple[Netns, Tap], gro: bool) -> None:
+def test_write_vec_merges_a_run_of_segments_for_the_stack(
+    tap_on: tuple[Netns, Tap], gro: bool, ip: int
+) -> None:
     """Eight in-order segments of one connection, checksum-partial, in one vector: with
     ``gro`` the kernel gets one GSO frame (one write), without it eight; the socket in the
     namespace reads exactly the bytes either way.  A ninth packet, a pure ACK, goes on its own."""
@@ -302,7 +304,7 @@ def test_write_vec_merges_a_run_of_segments_for_the_stack(tap_on: tuple[Netns, T
     ns, tap = tap_on
     tap.gro = gro
     pages = HeapPages()
-    peer = Peer(ns, tap, pages, 4)
+    peer = Peer(ns, tap, pages, ip)
     try:
         conn = peer.handshake()
         payload = bytes((i * 7 + 3) & 0xFF for i in range(8 * 1400))
@@ -311,7 +313,7 @@ def test_write_vec_merges_a_run_of_segments_for_the_stack(tap_on: tuple[Netns, T
         for k in range(9):
             chunk = payload[k * 1400 : (k + 1) * 1400]
             f = build_frame(
-                ip=4, payload=chunk, src_mac=PEER_MAC, dst_mac=peer.mac, src_ip=peer.remote,
+                ip=ip, payload=chunk, src_mac=PEER_MAC, dst_mac=peer.mac, src_ip=peer.remote,
                 dst_ip=peer.local, sport=40000, dport=PORT, seq=peer.seq + k * 1400,
                 ack=peer.server_isn + 1, flags="PA" if k == 7 else "A", window=65535, csum="partial",
             ).data  # fmt: skip
