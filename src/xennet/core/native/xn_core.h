@@ -300,6 +300,10 @@ enum {
     XN_RXE_GSO_SIZE_ZERO,
     XN_RXE_BAD_GSO_TYPE,
     XN_RXE_OVERSIZE,
+    /* set by the queue above the kernels (netfront_rx_build passes them through) */
+    XN_RXE_BACKEND_KEPT_MAPPING,
+    XN_RXE_CSUM_BLANK_UNPARSEABLE,
+    XN_RXE_BAD_GSO_HEADERS,
     XN_RXE_COUNT
 };
 enum {
