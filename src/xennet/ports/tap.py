@@ -84,7 +84,9 @@ _PKT_SIZE = r.PKT.size
 _PIECE = PIECE_CODEC
 _PIECE_SIZE = r.PIECE.size
 _NO_OFFLOAD = bytes(VNET_HDR_LEN)
-_GRO_MIN = 256  # a shorter frame is a pure ACK or a few bytes: not worth a look
+# GRO looks at frames in between: a shorter one is a pure ACK or a few bytes, a longer one
+# already gives the stack what merging would
+_GRO_MIN, _GRO_MAX = 256, 0x8000
 
 
 TUN_DEVICE = "/dev/net/tun"
@@ -455,7 +457,7 @@ class Tap:
             not npieces
             or error
             or not flags & (r.PKT_CSUM_PARTIAL | r.PKT_DATA_VALIDATED)
-            or length < _GRO_MIN
+            or not _GRO_MIN <= length <= _GRO_MAX
             or bool(gso_size) != (gso_type != GSO_NONE)
         ):
             return None
