@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from netnsutil import netns_list
 from xennet.world.link import Link, LinkConfig, preflight
 
 pytestmark = pytest.mark.slow
@@ -26,11 +27,6 @@ pytestmark = pytest.mark.slow
 _missing = preflight(check=True)
 if _missing:
     pytest.skip("xennet link cannot run here: " + "; ".join(_missing), allow_module_level=True)
-
-
-def netns_list() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 @pytest.fixture(params=[True, False], ids=["offloads", "no-offloads"])

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from netnsutil import netns_list
 from xennet.world.chaos import HashedTransfer, kill_and_restart
 from xennet.world.link import BACKEND, Link, LinkConfig, preflight
 
@@ -22,11 +23,6 @@ if _missing:
     pytest.skip("xennet link cannot run here: " + "; ".join(_missing), allow_module_level=True)
 
 IDLE = {"pages": 0, "grants": 0, "maps": 0, "ports": 0}
-
-
-def netns_list() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def _gone(pid: int | None) -> bool:

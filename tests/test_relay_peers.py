@@ -5,10 +5,10 @@ must carry ping and TCP both ways, and leave no process or namespace behind."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
+from netnsutil import netns_list
 from xennet.bench.relay import RelayLink
 from xennet.world.link import preflight
 from xennet.world.linkcheck import measure
@@ -18,11 +18,6 @@ pytestmark = pytest.mark.slow
 _missing = preflight(check=True)
 if _missing:
     pytest.skip("the relays cannot run here: " + "; ".join(_missing), allow_module_level=True)
-
-
-def netns_list() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one-process", "split"])

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from netnsutil import netns_list
 from xennet.netback.interface import NetbackConfig
 from xennet.netback.tx import TxLimits
 from xennet.world.link import preflight
@@ -21,11 +22,6 @@ pytestmark = pytest.mark.slow
 _missing = preflight(check=True)
 if _missing:
     pytest.skip("xennet switch cannot run here: " + "; ".join(_missing), allow_module_level=True)
-
-
-def netns_list() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def test_three_guests_by_grant_copy_with_nothing_staged() -> None:

@@ -192,6 +192,15 @@ def ip(request: pytest.FixtureRequest) -> int:
     return int(request.param)
 
 
+def recv_exactly(conn: socket.socket, n: int) -> bytes:
+    got = bytearray()
+    while len(got) < n:
+        chunk = conn.recv(65536)
+        assert chunk, "connection closed early"
+        got += chunk
+    return bytes(got)
+
+
 def payload_of(frame: bytes) -> bytes:
     h = parse_l3l4(frame)
     return frame[h.payload_off : h.frame_len]
@@ -279,12 +288,7 @@ def test_stack_takes_a_gso_frame_from_the_tap(tap_on: tuple[Netns, Tap], pages: 
         assert tap.write_skb(skb)
         skb.release()
         assert tap.stats.tx_bytes >= n
-        got = bytearray()
-        while len(got) < len(payload):
-            chunk = conn.recv(65536)
-            assert chunk, "connection closed early"
-            got += chunk
-        assert bytes(got) == payload
+        assert recv_exactly(conn, len(payload)) == payload
     finally:
         peer.close()
     assert not tap.stats.tx_drops
@@ -326,12 +330,7 @@ def test_write_vec_merges_a_run_of_segments_for_the_stack(
         assert tap.write_vec(vec, mem) == (2 if gro else 9)
         assert tap.stats.tx_packets - before == (2 if gro else 9)
         assert (tap.stats.gro_frames, tap.stats.gro_segments) == ((1, 8) if gro else (0, 0))
-        got = bytearray()
-        while len(got) < len(payload):
-            chunk = conn.recv(65536)
-            assert chunk, "connection closed early"
-            got += chunk
-        assert bytes(got) == payload
+        assert recv_exactly(conn, len(payload)) == payload
     finally:
         peer.close()
     assert not tap.stats.tx_drops
